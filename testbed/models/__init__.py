@@ -1,0 +1,1 @@
+"""Split-able early-exit models (lazy: importing this package does not import torch)."""
