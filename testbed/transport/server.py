@@ -1,0 +1,507 @@
+"""Cloud-side server: one ROUTER for many devices, a bounded job queue and a worker pool.
+
+The I/O thread owns the ROUTER: it validates every message before allocating,
+answers ``busy``/``expired``/``error`` itself, dedupes on (client, seq) with a reply
+cache, and forwards replies the workers produce. Handlers are plain callables
+``handler(request) -> tensors | (tensors, info)`` keyed by the request's ``op``.
+
+Run alone with ``testbed serve`` or ``python -m testbed.transport.server``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from testbed.transport.codecs import Encoded, decode, encode
+from testbed.transport.protocol import (
+    CHUNK,
+    VERSION,
+    ProtocolError,
+    now_ns,
+    receive_message,
+    send_message,
+)
+from testbed.transport.sockets import configure
+
+log = logging.getLogger("testbed.transport.server")
+
+MAX_SLEEP_S = 10.0
+
+
+@dataclass
+class Request:
+    """What a handler sees: decoded tensors (numpy; torch for bfloat16) plus the header fields."""
+
+    op: str
+    tensors: dict[str, Any]
+    meta: dict[str, Any]
+    client: str
+    seq: int
+    attempt: int
+    deadline_ns: int
+
+    def remaining_s(self) -> float:
+        return (self.deadline_ns - now_ns()) / 1e9
+
+
+Handler = Callable[[Request], Any]
+
+
+def echo(request: Request) -> dict[str, Any]:
+    """Return the tensors unchanged (transport tests and benchmarks)."""
+    return request.tensors
+
+
+def sleep_echo(request: Request) -> tuple[dict[str, Any], dict]:
+    """Echo after ``meta.sleep_s`` seconds (capped): simulates a slow model."""
+    delay = min(float(request.meta.get("sleep_s", 0.0)), MAX_SLEEP_S)
+    time.sleep(max(0.0, delay))
+    return request.tensors, {"slept_s": delay}
+
+
+def discard(request: Request) -> tuple[dict, dict]:
+    """Return nothing but the byte count: uplink-only measurements."""
+    nbytes = sum(getattr(t, "nbytes", 0) for t in request.tensors.values())
+    return {}, {"received_bytes": int(nbytes)}
+
+
+BUILTIN_HANDLERS: dict[str, Handler] = {"echo": echo, "sleep": sleep_echo, "discard": discard}
+
+
+@dataclass
+class _Job:
+    key: tuple[str, int]
+    header: dict
+    buffers: list
+    t_rx: int
+    t_rx1: int
+
+
+@dataclass
+class _Done:
+    key: tuple[str, int]
+    header: dict  # reply header without t.tx
+    encoded: list[Encoded] = field(default_factory=list)
+
+
+@dataclass
+class _Cached:
+    expires_ns: int
+    done: _Done
+    nbytes: int
+
+
+@dataclass
+class ServerStats:
+    received: int = 0
+    replied: int = 0
+    results: int = 0
+    errors: int = 0
+    malformed: int = 0
+    busy: int = 0
+    expired: int = 0
+    cached_replies: int = 0
+    duplicates_in_progress: int = 0
+    unroutable: int = 0
+
+
+class Server:
+    """Serve ``handlers`` on ``endpoint`` (e.g. ``tcp://*:5555``) until :meth:`stop`.
+
+    ``max_queue`` bounds jobs waiting for a worker (beyond it: ``busy``); replies are
+    cached ``cache_ttl_s`` (longer than any client deadline) and ``cache_max_bytes``
+    so a resent request is answered without recomputing. ``curve_dir`` enables CURVE
+    with the key directory of ``testbed keys``: only its authorized clients connect.
+    ``shared_clock`` trusts the client's ``deadline_ns`` (true inside one emulated
+    host); otherwise the deadline is ``budget_ns`` after reception.
+    """
+
+    def __init__(self, endpoint: str = "tcp://*:5555", *, handlers: Mapping[str, Handler] | None = None,
+                 workers: int = 2, max_queue: int = 16, heartbeat_ivl: float = 0.5,
+                 heartbeat_timeout: float = 3.0, hwm: int = 64, curve_dir: str | Path | None = None,
+                 cache_ttl_s: float = 60.0, cache_max_bytes: int = 256 * 1024 * 1024, shared_clock: bool = True,
+                 chunk: int = CHUNK, linger_s: float = 1.0):
+        self.endpoint = endpoint
+        self.handlers: dict[str, Handler] = dict(BUILTIN_HANDLERS if handlers is None else handlers)
+        self.workers = max(1, workers)
+        self.max_queue = max(1, max_queue)
+        self.heartbeat_ivl = heartbeat_ivl
+        self.heartbeat_timeout = heartbeat_timeout
+        self.hwm = hwm
+        self.curve_dir = curve_dir
+        self.cache_ttl_ns = int(cache_ttl_s * 1e9)
+        self.cache_max_bytes = cache_max_bytes
+        self.shared_clock = shared_clock
+        self.chunk = chunk
+        self.linger_s = linger_s
+        self.stats = ServerStats()
+        self.bound_endpoint: str | None = None
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=self.max_queue)
+        self._done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
+        self._routes: dict[tuple[str, int], bytes] = {}  # in-progress key -> latest routing id
+        self._cache: OrderedDict[tuple[str, int], _Cached] = OrderedDict()
+        self._cache_bytes = 0
+        self._wake_endpoint = f"inproc://testbed-server-wake-{id(self):x}"
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> Server:
+        """Serve in a background thread; returns once bound (``bound_endpoint`` is set)."""
+        self._thread = threading.Thread(target=self.serve_forever, name="transport-server", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._startup_error is not None:
+            raise self._startup_error
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the loop to finish (safe from signal handlers and other threads)."""
+        self._stopping.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def serve_forever(self) -> None:
+        ctx = zmq.Context()
+        authenticator = None
+        router = wake = None
+        workers: list[threading.Thread] = []
+        try:
+            router = ctx.socket(zmq.ROUTER)
+            configure(router, heartbeat_ivl=self.heartbeat_ivl, heartbeat_timeout=self.heartbeat_timeout,
+                      hwm=self.hwm, linger_s=self.linger_s)
+            router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable replies raise instead of vanishing
+            if self.curve_dir is not None:
+                authenticator = self._setup_curve(ctx, router)
+            router.bind(self.endpoint)
+            self.bound_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+            wake = ctx.socket(zmq.PULL)
+            wake.bind(self._wake_endpoint)
+            for index in range(self.workers):
+                thread = threading.Thread(target=self._worker, args=(ctx, index), name=f"transport-worker-{index}",
+                                          daemon=True)
+                thread.start()
+                workers.append(thread)
+        except BaseException as exc:
+            self._startup_error = exc
+            self._ready.set()
+            for sock in (router, wake):
+                if sock is not None:
+                    sock.close(linger=0)
+            ctx.term()
+            raise
+        log.info("serving %s on %s with %d workers, queue %d%s", sorted(self.handlers), self.bound_endpoint,
+                 self.workers, self.max_queue, ", CURVE" if authenticator else "")
+        self._ready.set()
+        try:
+            self._loop(router, wake)
+        finally:
+            self._shutdown(router, workers)
+            for sock in (router, wake):
+                sock.close()
+            if authenticator is not None:
+                authenticator.stop()
+            ctx.term()
+            log.info("server stopped: %s", self.stats)
+
+    def _setup_curve(self, ctx: zmq.Context, router: zmq.Socket) -> Any:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        from testbed.transport.keys import load_server_keys
+
+        public, secret, authorized = load_server_keys(self.curve_dir)
+        authenticator = ThreadAuthenticator(ctx, log=logging.getLogger("testbed.transport.auth"))
+        authenticator.start()
+        authenticator.configure_curve(domain="*", location=str(authorized))
+        router.curve_server = True
+        router.curve_publickey = public
+        router.curve_secretkey = secret
+        return authenticator
+
+    def _shutdown(self, router: zmq.Socket, workers: list[threading.Thread]) -> None:
+        """Refuse queued jobs, let running ones finish (bounded), flush their replies."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                self._routes.pop(job.key, None)
+                self._reply_error(router, job.key, job.header, "shutting_down", "server is stopping")
+        for _ in workers:
+            self._jobs.put(None)
+        deadline = time.monotonic() + 5.0
+        for thread in workers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._forward_done(router)
+
+    # -- I/O loop -------------------------------------------------------------
+
+    def _loop(self, router: zmq.Socket, wake: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(wake, zmq.POLLIN)
+        next_sweep = now_ns()
+        while not self._stopping.is_set():
+            events = dict(poller.poll(100))
+            if wake in events:
+                while True:
+                    try:
+                        wake.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+            self._forward_done(router)
+            if router in events:
+                for _ in range(64):  # bounded batch: replies get their turn
+                    if not self._receive_one(router):
+                        break
+            if now_ns() >= next_sweep:
+                self._sweep_cache()
+                next_sweep = now_ns() + 1_000_000_000
+
+    def _receive_one(self, router: zmq.Socket) -> bool:
+        try:
+            routing_id = router.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        t_rx = now_ns()
+        self.stats.received += 1
+        if not router.get(zmq.RCVMORE):
+            self.stats.malformed += 1
+            return True
+        try:
+            header, buffers, _ = receive_message(router)
+        except ProtocolError as exc:
+            self.stats.malformed += 1
+            log.warning("rejected message from %s: %s", routing_id.hex(), exc)
+            self._send_header(router, routing_id, self._error_header(exc.header, exc.code, exc.message))
+            return True
+        t_rx1 = now_ns()
+        if header["kind"] not in ("infer", "ping"):
+            self.stats.malformed += 1
+            self._send_header(router, routing_id, self._error_header(header, "bad_kind", "servers take infer|ping"))
+            return True
+        key = (header["client"], header["seq"])
+        if header["kind"] == "ping":
+            reply = self._reply_header(header, "pong")
+            reply["t"].update(rx=t_rx)
+            self._send_header(router, routing_id, reply)
+            return True
+        cached = self._cache.get(key)
+        if cached is not None:
+            self.stats.cached_replies += 1
+            self._cache.move_to_end(key)
+            self._send_done(router, routing_id, cached.done, cached=True)
+            return True
+        if key in self._routes:  # being computed: the reply will go to the newest connection
+            self.stats.duplicates_in_progress += 1
+            self._routes[key] = routing_id
+            return True
+        deadline_ns = header["deadline_ns"] if self.shared_clock else t_rx + int(header.get("budget_ns", 0))
+        header["deadline_ns"] = deadline_ns
+        if t_rx1 >= deadline_ns:
+            self.stats.expired += 1
+            reply = self._reply_header(header, "expired", code="expired", message="deadline passed before queueing")
+            reply["t"].update(rx=t_rx)
+            self._send_header(router, routing_id, reply)
+            return True
+        if header.get("op") not in self.handlers:
+            self._send_header(router, routing_id, self._error_header(
+                header, "unknown_op", f"op {header.get('op')!r} not in {sorted(self.handlers)}"))
+            return True
+        try:
+            self._jobs.put_nowait(_Job(key, header, buffers, t_rx, t_rx1))
+        except queue.Full:
+            self.stats.busy += 1
+            reply = self._reply_header(header, "busy", code="busy", message=f"queue of {self.max_queue} is full")
+            reply["t"].update(rx=t_rx)
+            self._send_header(router, routing_id, reply)
+            return True
+        self._routes[key] = routing_id
+        return True
+
+    def _forward_done(self, router: zmq.Socket) -> None:
+        while True:
+            try:
+                done = self._done.get_nowait()
+            except queue.Empty:
+                return
+            routing_id = self._routes.pop(done.key, None)
+            if done.header["kind"] in ("result", "error", "expired"):
+                self._remember(done)
+            if routing_id is not None:
+                self._send_done(router, routing_id, done, cached=False)
+
+    def _send_done(self, router: zmq.Socket, routing_id: bytes, done: _Done, *, cached: bool) -> None:
+        header = dict(done.header)
+        header["cached"] = cached
+        header["t"] = dict(header["t"], tx=now_ns())
+        header["tensors"] = [dict(e.descriptor) for e in done.encoded]
+        self._send(router, routing_id, header, [e.payload for e in done.encoded])
+
+    def _send_header(self, router: zmq.Socket, routing_id: bytes, header: dict) -> None:
+        header["t"] = dict(header.get("t", {}), tx=now_ns())
+        self._send(router, routing_id, header, [])
+
+    def _send(self, router: zmq.Socket, routing_id: bytes, header: dict, payloads: Sequence) -> None:
+        try:
+            send_message(router, header, payloads, routing_id=routing_id, chunk=self.chunk)
+        except zmq.Again:
+            self.stats.unroutable += 1
+            log.warning("reply seq %s dropped: peer's queue is full", header.get("seq"))
+            return
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            self.stats.unroutable += 1
+            log.info("reply seq %s dropped: peer %s disconnected (kept in cache)", header.get("seq"), routing_id.hex())
+            return
+        self.stats.replied += 1
+        kind = header["kind"]
+        if kind == "result":
+            self.stats.results += 1
+        elif kind == "error":
+            self.stats.errors += 1
+
+    def _remember(self, done: _Done) -> None:
+        nbytes = sum(len(e.payload) for e in done.encoded) + 512
+        self._cache[done.key] = _Cached(now_ns() + self.cache_ttl_ns, done, nbytes)
+        self._cache_bytes += nbytes
+        self._sweep_cache()
+
+    def _sweep_cache(self) -> None:
+        now = now_ns()
+        while self._cache:
+            key, entry = next(iter(self._cache.items()))
+            if entry.expires_ns > now and self._cache_bytes <= self.cache_max_bytes:
+                break
+            self._cache.popitem(last=False)
+            self._cache_bytes -= entry.nbytes
+
+    @staticmethod
+    def _reply_header(request: dict, kind: str, *, code: str = "", message: str = "") -> dict:
+        header = {"v": VERSION, "kind": kind, "client": request.get("client", ""), "seq": request.get("seq", 0),
+                  "attempt": request.get("attempt", 1), "op": request.get("op", ""), "tensors": [],
+                  "info": {}, "t": {}}
+        if "send" in request.get("t", {}):
+            header["t"]["send"] = request["t"]["send"]
+        if code:
+            header["code"], header["message"] = code, message[:500]
+        return header
+
+    def _error_header(self, request: dict, code: str, message: str) -> dict:
+        request = {k: v for k, v in request.items() if k in ("client", "seq", "attempt", "op", "t")}
+        if not isinstance(request.get("client"), str) or len(request["client"]) > 64:
+            request["client"] = ""
+        if not isinstance(request.get("seq"), int) or isinstance(request.get("seq"), bool) or request["seq"] < 0:
+            request["seq"] = 0
+        if not isinstance(request.get("attempt"), int) or isinstance(request.get("attempt"), bool):
+            request["attempt"] = 1
+        if not isinstance(request.get("op"), str) or len(request["op"]) > 64:
+            request["op"] = ""
+        if not isinstance(request.get("t"), dict) or not isinstance(request["t"].get("send", 0), int):
+            request["t"] = {}
+        return self._reply_header(request, "error", code=code, message=message)
+
+    def _reply_error(self, router: zmq.Socket, key: tuple[str, int], header: dict, code: str, message: str) -> None:
+        routing_id = self._routes.pop(key, None)
+        if routing_id is not None:
+            self._send_header(router, routing_id, self._error_header(header, code, message))
+
+    # -- workers --------------------------------------------------------------
+
+    def _worker(self, ctx: zmq.Context, index: int) -> None:
+        wake = ctx.socket(zmq.PUSH)
+        wake.setsockopt(zmq.LINGER, 0)
+        wake.connect(self._wake_endpoint)
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                self._done.put(self._run(job, index))
+                try:
+                    wake.send(b"", zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # the I/O loop is already awake with unread wake-ups
+        finally:
+            wake.close()
+
+    def _run(self, job: _Job, worker: int) -> _Done:
+        header = job.header
+        t_start = now_ns()
+        reply = self._reply_header(header, "result")
+        reply["t"].update(rx=job.t_rx)
+        info: dict[str, Any] = {"queue_s": (t_start - job.t_rx1) / 1e9, "worker": worker}
+        if t_start >= header["deadline_ns"]:
+            self.stats.expired += 1
+            reply = self._reply_header(header, "expired", code="expired", message="deadline passed in the queue")
+            reply["t"].update(rx=job.t_rx)
+            reply["info"] = info
+            return _Done(job.key, reply)
+        encoded: list[Encoded] = []
+        try:
+            tensors = {}
+            for index, (desc, buffer) in enumerate(zip(header["tensors"], job.buffers, strict=True)):
+                tensors[desc.get("name") or str(index)] = decode(desc, buffer)
+            t_dec1 = now_ns()
+            request = Request(header["op"], tensors, header.get("meta", {}), header["client"], header["seq"],
+                              header["attempt"], header["deadline_ns"])
+            t_tail0 = now_ns()
+            output = self.handlers[header["op"]](request)
+            t_tail1 = now_ns()
+            out_tensors, handler_info = output if isinstance(output, tuple) else (output, {})
+            if not isinstance(out_tensors, Mapping):
+                out_tensors = {str(i): t for i, t in enumerate(out_tensors or [])}
+            reply_codec = header.get("reply_codec", "raw")
+            encoded = [encode(t, reply_codec, name=str(name)) for name, t in out_tensors.items()]
+            info.update(handler_info or {})
+            info.update(decode_s=(t_dec1 - t_start) / 1e9, compute_s=(t_tail1 - t_tail0) / 1e9,
+                        encode_s=sum(e.encode_s for e in encoded))
+            reply["t"].update(dec1=t_dec1, tail0=t_tail0, tail1=t_tail1)
+        except Exception as exc:  # a handler bug must not take the server down
+            log.exception("op %r failed for seq %s", header.get("op"), header.get("seq"))
+            code = "bad_request" if isinstance(exc, ValueError) and not encoded else "handler_error"
+            reply = self._reply_header(header, "error", code=code, message=f"{type(exc).__name__}: {exc}")
+            reply["t"].update(rx=job.t_rx)
+            encoded = []
+        reply["info"] = info
+        return _Done(job.key, reply, encoded)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m testbed.transport.server``: same options as ``testbed serve``."""
+    import argparse
+
+    from testbed.transport.cli import add_serve_arguments, run_serve
+
+    parser = argparse.ArgumentParser(prog="python -m testbed.transport.server", description=run_serve.__doc__)
+    add_serve_arguments(parser)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    return run_serve(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

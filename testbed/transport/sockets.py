@@ -1,0 +1,29 @@
+"""Socket options shared by client and server (docs/protocol.md, "Socket options")."""
+
+from __future__ import annotations
+
+import zmq
+
+from testbed.transport.protocol import MAX_FRAME
+
+MONITOR_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
+def configure(sock: zmq.Socket, *, heartbeat_ivl: float, heartbeat_timeout: float, hwm: int, linger_s: float) -> None:
+    """Bounded queues, bounded frames, heartbeats: a dead link is noticed within ``heartbeat_timeout``."""
+    sock.setsockopt(zmq.LINGER, int(linger_s * 1000))
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(heartbeat_ivl * 1000)))
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(heartbeat_timeout * 1000)))
+    # TTL tells the peer to drop us too (libzmq rounds it to 100 ms)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, max(100, int(heartbeat_timeout * 1000)))
+    # TCP_USER_TIMEOUT: unacknowledged data may not hide a dead link longer than heartbeats would
+    sock.setsockopt(zmq.TCP_MAXRT, max(1, int(2 * heartbeat_timeout * 1000)))
