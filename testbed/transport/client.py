@@ -229,7 +229,11 @@ class Client:
         pending = _Pending(seq, op, header, encoded, deadline_ns, t_submit,
                            sum(e.encode_s for e in encoded), sum(e.descriptor["nbytes"] for e in encoded))
         self._pending[seq] = pending
-        self._send(pending)
+        try:
+            self._send(pending)
+        except Exception:  # e.g. header over 4 KiB: refuse now rather than time out later
+            del self._pending[seq]
+            raise
         return seq
 
     def _send(self, pending: _Pending) -> bool:

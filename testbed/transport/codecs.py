@@ -119,7 +119,7 @@ def _affine_params(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def _quantize(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
-    q = np.rint(x / scale)
+    q = np.asarray(np.rint(x / scale))  # 0-d inputs give scalars otherwise
     q += zero_point
     return np.clip(q, 0, 255, out=q).astype(np.uint8)
 
