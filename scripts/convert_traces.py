@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -63,6 +65,13 @@ SOURCES = {
         citation='M. Drago, A. Guerses, R. W. Heath Jr., M. Sichitiu, M. Zorzi, "End-to-end Full-Stack Drone '
         'Measurements: A Case Study Using AERPAW", 2022',
         licence="none stated; cite the paper",
+    ),
+    "uav-lte": dict(
+        source="UAV-borne LTE radio metrics (Lawrence, Kansas), github.com/Sherwan-Abdullah/UAV-Project @ e62b198, "
+        "Data Set/",
+        citation="S. Abdullah, UAV-Project data set (github.com/Sherwan-Abdullah/UAV-Project); link model: "
+        "3GPP TR 36.942 Annex A (truncated Shannon)",
+        licence="none stated; cite the repository",
     ),
     "nyu-mets-lte": dict(
         source="NYU-METS LTE transit traces, github.com/NYU-METS/Main @ 886c73b, Sample_Traces/",
@@ -148,6 +157,63 @@ def aerpaw_flight(stem: str):
     return build
 
 
+# 3GPP TR 36.942 Annex A.2 truncated-Shannon link model: rate = alpha * B * log2(1 + SINR) between
+# SINR_min and the SINR where the spectral efficiency reaches its cap; 0 below SINR_min.
+SHANNON = {
+    "down": dict(alpha=0.6, sinr_min_db=-10.0, max_bps_hz=4.4),
+    "up": dict(alpha=0.4, sinr_min_db=-10.0, max_bps_hz=2.0),
+}
+BANDWIDTH_HZ = 10e6  # EARFCN 5230 = LTE band 13, a 10 MHz carrier (also assumed for the band-4 cell)
+MAX_GAP_S = 10.0  # samples further apart than this are a logging gap, not an outage
+
+
+def truncated_shannon_mbps(
+    sinr_db: np.ndarray, alpha: float, sinr_min_db: float, max_bps_hz: float
+) -> np.ndarray:
+    efficiency = np.minimum(alpha * np.log2(1 + 10 ** (sinr_db / 10)), max_bps_hz)
+    return np.where(sinr_db < sinr_min_db, 0.0, efficiency) * BANDWIDTH_HZ / 1e6
+
+
+def uav_sinr_flight(file: str):
+    """Derive a drone trace from logged SINR: the longest run of samples without a logging gap."""
+
+    def build(raw: Path) -> tuple[Trace, str]:
+        path = raw / "uav-lte" / file
+        stamps, sinr = [], []
+        for lineno, line in enumerate(path.read_text().splitlines()[1:], 2):  # line 1: malformed header
+            fields = line.split(",")
+            try:
+                stamp = datetime.strptime(fields[0], "%m/%d/%y %H:%M:%S").timestamp()
+                value = float(fields[12])
+            except (ValueError, IndexError) as exc:
+                raise SystemExit(f"{path}:{lineno}: {exc}") from None
+            stamps.append(stamp)
+            sinr.append(value)
+        stamps, sinr = np.array(stamps), np.array(sinr)
+        runs = np.split(np.arange(len(stamps)), np.flatnonzero(np.diff(stamps) > MAX_GAP_S) + 1)
+        run = max(runs, key=lambda r: stamps[r[-1]] - stamps[r[0]])
+        times = stamps[run] - stamps[run[0]]
+        step = float(np.median(np.diff(times)))
+        rates = {d: truncated_shannon_mbps(sinr[run], **p) for d, p in SHANNON.items()}
+        trace = Trace(times, rates["down"], rates["up"], times[-1] + step)
+        trace = trace.slice(0, min(SLICE_S, trace.duration))
+        params = "; ".join(
+            f"{d}: alpha={p['alpha']}, SINR_min={p['sinr_min_db']:g} dB, max {p['max_bps_hz']} bit/s/Hz"
+            for d, p in SHANNON.items()
+        )
+        start = datetime.fromtimestamp(stamps[run[0]])
+        text = (
+            "DERIVED, not measured: rate = alpha x B x log2(1 + SINR) (3GPP TR 36.942 Annex A truncated Shannon), "
+            f"0 below SINR_min, capped at the max spectral efficiency; B = {BANDWIDTH_HZ / 1e6:g} MHz; {params}; "
+            "the serving cell's (downlink) SINR is used for both directions; each sample (~3 s apart) holds until "
+            f"the next; the longest flight segment without a gap over {MAX_GAP_S:g} s, from {start:%Y-%m-%d %H:%M:%S}, "
+            f"cut to its first {trace.duration:g} s"
+        )
+        return trace, text
+
+    return build
+
+
 CONVERSIONS = [
     Conversion(
         "att-lte-driving",
@@ -211,6 +277,13 @@ CONVERSIONS = [
         ["modelC_2022-06-03_17-20-10_radio_log.txt", "modelC_2022-06-03_17-20-10_vehicle_log.txt"],
         "drone (UAV) in flight at 25 m, LTE uplink measured on the drone (private cell)",
         aerpaw_flight("modelC_2022-06-03_17-20-10"),
+    ),
+    Conversion(
+        "drone-lte-sinr-derived",
+        "uav-lte",
+        ["flight-2025-01-10_lte_data.txt"],
+        "drone (UAV) in flight over a commercial LTE network; rates DERIVED from logged SINR with a link model",
+        uav_sinr_flight("flight-2025-01-10_lte_data.txt"),
     ),
     Conversion(
         "subway-qtrain",

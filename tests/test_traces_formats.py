@@ -391,3 +391,11 @@ def test_convert_script_is_reproducible(tmp_path):
     )
     for path in LIBRARY_FILES:
         assert (tmp_path / path.name).read_text() == path.read_text(), path.name
+
+
+def test_derived_drone_trace_is_labelled():
+    trace = load_trace(LIBRARY / "drone-lte-sinr-derived.csv")
+    assert "DERIVED" in trace.meta["derived"] and "36.942" in trace.meta["derived"]
+    assert "alpha=0.6" in trace.meta["derived"]
+    assert trace.down_mbps.max() <= 44.0 + 1e-9  # 4.4 bit/s/Hz x 10 MHz cap
+    assert trace.up_mbps.max() <= 20.0 + 1e-9  # 2.0 bit/s/Hz x 10 MHz cap
