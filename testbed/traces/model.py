@@ -35,7 +35,7 @@ def _as_array(name: str, values) -> np.ndarray:
     return arr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # numpy fields: identity equality and hashing
 class Trace:
     """Time-stamped link rates; row ``i`` holds from ``times[i]`` until ``times[i+1]`` (or ``duration``).
 
