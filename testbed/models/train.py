@@ -348,6 +348,13 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TESTBED_CACHE", "")) / "models" if os.environ.get("TESTBED_CACHE") else DEFAULT_CACHE
 
 
+def checkpoint_dir(name: str, data: DataConfig, train: TrainConfig, model_kwargs: dict | None = None,
+                   cache_dir: str | Path | None = None) -> Path:
+    """Cache location of a configuration: ``<cache>/<name>-<data>-<config hash[:16]>``."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    return cache / f"{name}-{data.name}-{config_hash(name, model_kwargs or {}, data, train)[:16]}"
+
+
 def load_or_train(name: str, data: DataConfig | str = "digits", cache_dir: str | Path | None = None,
                   train: TrainConfig | None = None, model_kwargs: dict | None = None):
     """Return (model, card) from ``cache_dir/<name>-<hash>/``, training and caching on a miss.
@@ -357,9 +364,7 @@ def load_or_train(name: str, data: DataConfig | str = "digits", cache_dir: str |
     """
     data = DataConfig(name=data) if isinstance(data, str) else data
     train = train or TrainConfig()
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    key = config_hash(name, model_kwargs or {}, data, train)[:16]
-    directory = cache / f"{name}-{data.name}-{key}"
+    directory = checkpoint_dir(name, data, train, model_kwargs, cache_dir)
     if (directory / "model.pt").is_file() and (directory / "card.json").is_file():
         log.info("model %s: using cached %s", name, directory)
         return load_checkpoint(directory)
