@@ -262,7 +262,7 @@ def _read_idx(path: Path) -> np.ndarray:
         if zero != 0 or dtype_code != 0x08:
             raise ValueError("bad magic (expected unsigned-byte IDX)")
         shape = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
-        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
     except (OSError, ValueError, struct.error) as exc:
         raise DataError(path, f"not an IDX file ({exc})") from None
 

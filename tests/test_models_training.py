@@ -1,0 +1,192 @@
+"""Training on the bundled digits, model cards, checkpoints, cache, profiles, family, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from testbed.models.family import (
+    fit_latency_predictor,
+    measure_family,
+    rank_monotonicity,
+    select_variant,
+    spearman,
+)
+from testbed.models.profile import cpu_share_limit, profile_checkpoint, profile_model
+from testbed.models.registry import build_model
+from testbed.models.train import (
+    DataConfig,
+    TrainConfig,
+    load_checkpoint,
+    load_or_train,
+    read_card,
+    train_and_card,
+)
+
+# Short training config for tests. Measured on this 2-core host at 6 epochs (seeds 0-2): final exit
+# 0.961-0.989, first exit 0.49-0.54 test accuracy; the floors leave a wide margin.
+SHORT = TrainConfig(epochs=6)
+FINAL_EXIT_FLOOR = 0.90
+FIRST_EXIT_FLOOR = 0.35
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return DataConfig().load()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, digits):
+    out = tmp_path_factory.mktemp("resnet20-ee")
+    model, card = train_and_card("resnet20-ee", DataConfig(), SHORT, out_dir=out, dataset=digits)
+    return model, card, out
+
+
+def test_training_reaches_accuracy_floors(trained):
+    _, card, _ = trained
+    accuracies = [e["test_accuracy"] for e in card["exits"]]
+    assert accuracies[-1] >= FINAL_EXIT_FLOOR
+    assert accuracies[0] >= FIRST_EXIT_FLOOR
+    assert accuracies[0] < accuracies[-1]  # the first exit is the cheap, weaker one
+
+
+def test_model_card_fields_are_present_and_sane(trained, digits):
+    model, card, out = trained
+    assert card["model"] == "resnet20-ee" and len(card["config_hash"]) == 64
+    assert card["dataset"]["sha256"] == digits.checksums()
+    assert card["params_total"] == sum(p.numel() for p in model.parameters())
+    assert card["split_points"] == model.split_points
+    assert [b["name"] for b in card["blocks"]] == model.block_names
+    assert all(b["flops"] > 0 for b in card["blocks"])
+    for exit_row in card["exits"]:
+        assert 0.0 <= exit_row["ece_calibrated"] <= 1.0 and exit_row["temperature"] > 0
+        assert 0.0 < exit_row["mean_calibrated_confidence"] <= 1.0
+        assert exit_row["device_flops_to_exit"] > 0
+    for split in card["splits"]:
+        b = split["bytes"]
+        assert b["float32"] == 2 * b["float16"] and b["int8"] < b["float16"] and b["int8_zstd"] > 0
+    assert card["splits"][0]["bytes"]["float32"] == 4 * 16 * 16
+    assert set(card["profiles"]) == {"device", "cloud", "gpu"}
+    assert card["training"]["train_seconds"] > 0 and card["training"]["host"]["cpu_count"]
+    assert json.loads((out / "card.json").read_text())["config_hash"] == card["config_hash"]
+
+
+def test_checkpoint_round_trip(trained, digits):
+    model, card, out = trained
+    loaded, loaded_card = load_checkpoint(out)
+    x = torch.from_numpy(digits.test.x[:8])
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model.eval()(x))
+    assert loaded_card["exits"] == card["exits"]
+
+
+def test_checkpoint_errors_name_the_file(tmp_path):
+    from testbed.models.train import CheckpointError
+
+    with pytest.raises(CheckpointError, match="model.pt"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "card.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match="card.json"):
+        read_card(tmp_path)
+
+
+def test_load_or_train_caches_by_config(tmp_path, monkeypatch):
+    tiny = TrainConfig(epochs=1)
+    data = DataConfig(limit=200)
+    model, card = load_or_train("resnet-ee-w0.25-d1", data, tmp_path, tiny)
+    entries = list(tmp_path.iterdir())
+    assert len(entries) == 1 and (entries[0] / "model.pt").is_file()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("should have used the cache")
+
+    monkeypatch.setattr("testbed.models.train.train_and_card", fail)
+    again, card_again = load_or_train("resnet-ee-w0.25-d1", data, tmp_path, tiny)
+    assert card_again["config_hash"] == card["config_hash"]
+    monkeypatch.undo()
+    load_or_train("resnet-ee-w0.25-d1", data, tmp_path, TrainConfig(epochs=1, seed=1))
+    assert len(list(tmp_path.iterdir())) == 2  # a different config is a different entry
+
+
+def test_appealnet_edge_trains_against_a_cloud_teacher(trained, digits):
+    teacher, _, _ = trained
+    _, card = train_and_card("appealnet-edge", DataConfig(), TrainConfig(epochs=4), dataset=digits,
+                             teacher=teacher)
+    rows = {r["appeal_rate"]: r for r in card["appeal"]["tradeoff"]}
+    assert rows[1.0]["q_gate_accuracy"] == card["appeal"]["cloud_test_accuracy"]
+    assert rows[0.0]["q_gate_accuracy"] == card["exits"][0]["test_accuracy"]
+    # Appealing the 30% the gate trusts least must not hurt: the cloud is the stronger model.
+    assert rows[0.3]["q_gate_accuracy"] >= rows[0.0]["q_gate_accuracy"]
+    assert 0.0 < card["appeal"]["mean_q"] < 1.0
+
+
+def test_profile_is_stored_in_the_card(trained):
+    _, _, out = trained
+    profile = profile_checkpoint(out, role="cloud", repeats=3)
+    card = read_card(out)
+    assert card["profiles"]["cloud"]["splits"] == profile["splits"]
+    assert card["profiles"]["gpu"] is None
+    splits = profile["splits"]
+    assert [s["name"] for s in splits] == card["split_points"]
+    assert splits[0]["head_ms"] < splits[-1]["head_ms"] and splits[0]["tail_ms"] > splits[-1]["tail_ms"]
+    assert profile["cpu_limit"]["method"] == "none" and profile["host"]["cpu"]
+
+
+def test_profile_model_and_external_share():
+    model = build_model("mobilenetv2-ee")
+    with cpu_share_limit(0.5, "external") as info:
+        profile = profile_model(model, (1, 16, 16), repeats=2, warmup=1)
+    assert info == {"cpu_share": 0.5, "method": "external"}
+    assert len(profile["blocks"]) == len(model.block_names) and profile["full_ms"] > 0
+    with pytest.raises(ValueError):
+        with cpu_share_limit(0.5, "magic"):
+            pass
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists(),
+                    reason="needs root and a cgroup-v1 cpu controller")
+def test_cgroup_cpu_share_slows_down_and_cleans_up():
+    model = build_model("resnet-ee-w0.5-d1")
+    free = profile_model(model, (1, 16, 16), repeats=3, window_ms=30)["full_ms"]
+    with cpu_share_limit(0.25) as info:
+        group = Path("/sys/fs/cgroup/cpu") / f"testbed-profile-{os.getpid()}"
+        assert group.is_dir() and str(os.getpid()) in (group / "cgroup.procs").read_text().split()
+        limited = profile_model(model, (1, 16, 16), repeats=3, window_ms=30)["full_ms"]
+    assert info["method"] == "cgroup-v1"
+    assert not group.exists()
+    assert limited > 2.0 * free
+
+
+def test_family_latency_predictor_and_selection():
+    rows = measure_family(repeats=5)
+    assert len(rows) == 6
+    predictor = fit_latency_predictor(rows)
+    assert predictor["r2"] > 0.5
+    fastest = min(rows, key=lambda r: r["latency_ms"]["unlimited"])
+    slowest = max(rows, key=lambda r: r["latency_ms"]["unlimited"])
+    assert select_variant(rows, slowest["latency_ms"]["unlimited"] * 1.01)["name"] == max(rows, key=lambda r: r["flops"])["name"]
+    assert select_variant(rows, fastest["latency_ms"]["unlimited"] * 1.01, speed_factor=1.0) is not None
+    assert select_variant(rows, fastest["latency_ms"]["unlimited"], speed_factor=100.0) is None
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    rows[0]["latency_ms"]["fake"] = rows[0]["latency_ms"]["unlimited"]
+    for r in rows[1:]:
+        r["latency_ms"]["fake"] = 2 * r["latency_ms"]["unlimited"]
+    assert rank_monotonicity(rows)["fake"] > 0.5
+
+
+def test_cli_list_and_card(trained, capsys):
+    from testbed.cli import main
+
+    _, _, out = trained
+    assert main(["models", "list"]) == 0
+    assert "resnet20-ee" in capsys.readouterr().out
+    assert main(["models", "card", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "test_acc" in printed and "int8zstd_B" in printed
+    assert main(["models", "train", "--model", "nope"]) == 2
+    assert main(["models", "card", str(out / "missing")]) == 2
