@@ -59,6 +59,34 @@ def recv_exact(conn: socket.socket, view: memoryview):
     return view
 
 
+def raw_zmq_server(port: int) -> None:
+    """Bare pyzmq ROUTER echo (no header, no validation, no workers): the libzmq floor."""
+    import zmq
+
+    sock = zmq.Context().socket(zmq.ROUTER)
+    sock.bind(f"tcp://127.0.0.1:{port}")
+    print("ready", flush=True)
+    while True:
+        sock.send_multipart(sock.recv_multipart(copy=False), copy=False)
+
+
+class RawZmqClient:
+    def __init__(self, port: int, chunk: int = 256 * 1024):
+        import zmq
+
+        self.zmq = zmq
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(f"tcp://127.0.0.1:{port}")
+        self.chunk = chunk
+
+    def roundtrip(self, payload: np.ndarray) -> None:
+        view = memoryview(payload).cast("B")
+        frames = [b"h"] + [view[i : i + self.chunk] for i in range(0, len(view), self.chunk)]
+        self.sock.send_multipart(frames, copy=payload.nbytes < 65536)
+        self.sock.recv_multipart(copy=False)
+
+
 class PlainClient:
     def __init__(self, port: int):
         self.conn = socket.create_connection(("127.0.0.1", port))
@@ -105,14 +133,17 @@ def start(cmd: list[str]) -> subprocess.Popen:
 def loopback(quick: bool) -> tuple[list[dict], list[dict]]:
     from testbed.transport import Client
 
-    zport, pport = free_port(), free_port()
+    zport, pport, rport = free_port(), free_port(), free_port()
     zserver = start([sys.executable, "-m", "testbed.transport.server", "--endpoint", f"tcp://127.0.0.1:{zport}",
                      "--workers", "1"])
     pserver = start([sys.executable, __file__, "--plain-server", str(pport)])
+    rserver = start([sys.executable, __file__, "--raw-zmq-server", str(rport)])
     pserver.stdout.readline()
+    rserver.stdout.readline()
     rows, small = [], []
     try:
         plain = PlainClient(pport)
+        raw = RawZmqClient(rport)
         with Client(f"tcp://127.0.0.1:{zport}") as client:
             while not client.ping(1.0).ok:
                 pass
@@ -121,7 +152,8 @@ def loopback(quick: bool) -> tuple[list[dict], list[dict]]:
                 out = np.empty_like(payload)
                 t_zmq = timed(lambda p=payload: client.request([p], deadline_s=10), repeats_for(size, quick) * 2)
                 t_tcp = timed(lambda p=payload, o=out: plain.roundtrip(p, o), repeats_for(size, quick) * 2)
-                small.append({"bytes": size, "zmq_us": t_zmq * 1e6, "tcp_us": t_tcp * 1e6,
+                t_raw = timed(lambda p=payload: raw.roundtrip(p), repeats_for(size, quick) * 2)
+                small.append({"bytes": size, "zmq_us": t_zmq * 1e6, "tcp_us": t_tcp * 1e6, "raw_us": t_raw * 1e6,
                               "overhead_us": (t_zmq - t_tcp) * 1e6})
             for size in SIZES:
                 payload = np.random.default_rng(0).integers(0, 255, size, np.uint8)
@@ -134,12 +166,14 @@ def loopback(quick: bool) -> tuple[list[dict], list[dict]]:
                 reps = repeats_for(size, quick)
                 t_zmq = timed(zmq_roundtrip, reps)
                 t_tcp = timed(lambda p=payload, o=out: plain.roundtrip(p, o), reps)
-                rows.append({"bytes": size, "zmq_ms": t_zmq * 1e3, "tcp_ms": t_tcp * 1e3,
+                t_raw = timed(lambda p=payload: raw.roundtrip(p), reps)
+                rows.append({"bytes": size, "zmq_ms": t_zmq * 1e3, "tcp_ms": t_tcp * 1e3, "raw_ms": t_raw * 1e3,
+                             "raw_ratio": t_tcp / t_raw,
                              "zmq_MBps": 2 * size / t_zmq / 1e6, "tcp_MBps": 2 * size / t_tcp / 1e6,
                              "ratio": t_tcp / t_zmq})
         plain.conn.close()
     finally:
-        for proc in (zserver, pserver):
+        for proc in (zserver, pserver, rserver):
             proc.terminate()
             proc.wait(10)
     return rows, small
@@ -233,21 +267,29 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--no-emulation", action="store_true", help="skip (c)")
     parser.add_argument("--plain-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--raw-zmq-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_server:
         plain_server(args.plain_server)
         return 0
+    if args.raw_zmq_server:
+        raw_zmq_server(args.raw_zmq_server)
+        return 0
 
     rows, small = loopback(args.quick)
-    print("(a) loopback echo round trip, median; goodput counts bytes both ways")
-    print(f"{'size':>8} {'zmq ms':>9} {'tcp ms':>9} {'zmq MB/s':>9} {'tcp MB/s':>9} {'zmq/tcp':>8}")
+    print("(a) loopback echo round trip, median; goodput counts bytes both ways.")
+    print("    transport = testbed.transport Client/Server (1 worker); tcp = sendall/recv_into;")
+    print("    bare zmq = pyzmq DEALER->ROUTER echo of the same chunks (no header, no workers)")
+    print(f"{'size':>8} {'transport ms':>13} {'tcp ms':>9} {'bare zmq ms':>12} {'transport MB/s':>15} "
+          f"{'tcp MB/s':>9} {'transport/tcp':>14} {'bare zmq/tcp':>13}")
     for r in rows:
-        print(f"{human(r['bytes']):>8} {r['zmq_ms']:9.3f} {r['tcp_ms']:9.3f} {r['zmq_MBps']:9.0f} "
-              f"{r['tcp_MBps']:9.0f} {r['ratio']:8.2f}")
+        print(f"{human(r['bytes']):>8} {r['zmq_ms']:13.3f} {r['tcp_ms']:9.3f} {r['raw_ms']:12.3f} "
+              f"{r['zmq_MBps']:15.0f} {r['tcp_MBps']:9.0f} {r['ratio']:14.2f} {r['raw_ratio']:13.2f}")
     print("\n(b) per-message overhead (small tensors, median round trip)")
-    print(f"{'size':>8} {'zmq us':>9} {'tcp us':>9} {'overhead us':>12}")
+    print(f"{'size':>8} {'transport us':>13} {'tcp us':>9} {'bare zmq us':>12} {'overhead vs tcp us':>19}")
     for r in small:
-        print(f"{human(r['bytes']):>8} {r['zmq_us']:9.1f} {r['tcp_us']:9.1f} {r['overhead_us']:12.1f}")
+        print(f"{human(r['bytes']):>8} {r['zmq_us']:13.1f} {r['tcp_us']:9.1f} {r['raw_us']:12.1f} "
+              f"{r['overhead_us']:19.1f}")
     print("\n(c) emulated link (upload of ~2 s of data, op=discard)")
     if args.no_emulation:
         print("    skipped: --no-emulation")
