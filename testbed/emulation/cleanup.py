@@ -121,9 +121,16 @@ class RunRecord:
     def acquire(self) -> None:
         """One emulation at a time on a machine: interface names and tc handles would collide."""
         fd = os.open(STATE_DIR / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        # TESTBED_LOCK_WAIT=S queues behind a running emulation for up to S seconds (shared dev boxes)
+        deadline = time.monotonic() + float(os.environ.get("TESTBED_LOCK_WAIT", "0"))
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    continue
             os.close(fd)
             owners = [p for p in live_runs() if p != self.pid]
             from testbed.errors import TestbedError

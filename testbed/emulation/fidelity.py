@@ -1,0 +1,186 @@
+"""How faithfully an emulated link follows its trace: a backlogged TCP flow, measured at the receiver.
+
+Used by ``testbed replay-demo``, the integration tests and the replay-fidelity
+benchmark. Rates are compared at the link layer: the sink counts TCP payload,
+which is converted to wire bytes (1514-byte frames carry 1448 payload bytes
+with TCP timestamps), since the trace and HTB both count whole frames.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from testbed.emulation.emulation import Emulation
+from testbed.emulation.schedule import OPEN, Step
+
+WIRE_PER_PAYLOAD = 1514 / 1448
+SINK_PORT = 5001
+
+
+@dataclass
+class Fidelity:
+    window: float
+    starts: np.ndarray  # window start times, s since replay start
+    expected_mbps: np.ndarray  # trace rate averaged over each window (0 in outages)
+    achieved_mbps: np.ndarray  # receiver-side, link-layer
+    lags_ms: np.ndarray  # applied - scheduled for every rate/gate change
+    step_times: list[float] = field(default_factory=list)
+    outages: list[tuple[float, float]] = field(default_factory=list)
+
+    def delivered_fraction(self, warmup: float = 1.0) -> float:
+        """Bytes delivered / bytes the trace offered, after ``warmup`` s (connection setup, slow start)."""
+        k = int(round(warmup / self.window))
+        return float(self.achieved_mbps[k:].sum() / max(self.expected_mbps[k:].sum(), 1e-9))
+
+    def errors(self, min_rate_mbps: float = 1.0, skip: list[float] | None = None,
+               warmup: float = 1.0) -> np.ndarray:
+        """|achieved - expected| / expected per window with expected >= ``min_rate_mbps``.
+
+        Leaves out the first ``warmup`` seconds and, for each time in ``skip`` (e.g. the step
+        changes of a step trace, where TCP needs a few RTTs to find the new rate), the window
+        that holds it and the next one.
+        """
+        keep = self.expected_mbps >= min_rate_mbps
+        keep[: int(round(warmup / self.window))] = False
+        for t in skip or []:
+            i = int(t // self.window)
+            keep[i: i + 2] = False
+        e = self.expected_mbps[keep]
+        return np.abs(self.achieved_mbps[keep] - e) / e
+
+    def summary(self, skip: list[float] | None = None) -> dict:
+        err = self.errors(skip=skip)
+        return {
+            "windows": int(len(err)),
+            "median_error": float(np.median(err)) if len(err) else float("nan"),
+            "p95_error": float(np.percentile(err, 95)) if len(err) else float("nan"),
+            "delivered_fraction": self.delivered_fraction(),
+            "lag_median_ms": float(np.median(self.lags_ms)) if len(self.lags_ms) else float("nan"),
+            "lag_max_ms": float(np.max(self.lags_ms)) if len(self.lags_ms) else float("nan"),
+            "changes": int(len(self.lags_ms)),
+        }
+
+
+def expected_per_window(steps: list[Step], duration: float, window: float) -> np.ndarray:
+    """Mean trace rate (Mbit/s) per window; closed-gate time counts as zero."""
+    fine = 0.001
+    t = np.arange(0, duration, fine)
+    times = np.array([s.t for s in steps])
+    idx = np.searchsorted(times, t, side="right") - 1
+    rate = np.array([0.0 if s.gate != OPEN else s.trace_bps for s in steps])[np.clip(idx, 0, None)]
+    n = int(duration / window)
+    per = int(round(window / fine))
+    return rate[: n * per].reshape(n, per).mean(axis=1) / 1e6
+
+
+def big_steps(steps: list[Step], duration: float) -> list[float]:
+    """Times where the link's capacity changes by more than 2x (or opens/closes)."""
+    out, prev = [], None
+    for s in steps:
+        cap = 0.0 if s.gate != OPEN else s.trace_bps
+        if s.t >= duration:
+            break
+        if prev is not None and (min(cap, prev) <= 0 < max(cap, prev) or
+                                 (min(cap, prev) > 0 and max(cap, prev) / min(cap, prev) > 2)):
+            out.append(s.t)
+        prev = cap
+    return out
+
+
+def read_lags(replay_csv: Path) -> np.ndarray:
+    with open(replay_csv) as f:
+        rows = [r for r in csv.DictReader(f) if float(r["scheduled_s"]) > 0]
+    return np.array([(float(r["applied_s"]) - float(r["scheduled_s"])) * 1000 for r in rows])
+
+
+def run_flow(emu: Emulation, direction: str, duration: float, out_dir: Path, link: str = "access") -> dict:
+    """Backlogged TCP over ``link`` in ``direction`` from t≈0 to ``duration``; returns the sink's record."""
+    spec = emu.topology.links[link]
+    sender, receiver = (spec.a, spec.b) if direction == "up" else (spec.b, spec.a)
+    src_host, dst_host = emu.host(sender), emu.host(receiver)
+    sink_file = out_dir / f"sink-{direction}.json"
+    py = sys.executable
+    sink = dst_host.popen([py, "-m", "testbed.emulation.flowprobe", "sink", "--port", str(SINK_PORT),
+                           "--duration", str(duration), "--out", str(sink_file), "--t0", str(emu.t0)])
+    time.sleep(0.2)
+    source = src_host.popen([py, "-m", "testbed.emulation.flowprobe", "source", "--host", dst_host.IP(),
+                             "--port", str(SINK_PORT), "--duration", str(duration - emu.elapsed())])
+    try:
+        sink.wait(timeout=duration + 60)
+    finally:
+        source.kill()
+        source.wait()
+    if sink.returncode != 0:
+        raise RuntimeError(f"flow sink failed: {sink.stderr.read().decode() if sink.stderr else ''}")
+    return json.loads(sink_file.read_text())
+
+
+def one_direction(trace, direction: str, other_mbps: float = 1000.0):
+    """The trace with the other direction wide open.
+
+    A TCP flow's ACKs cross the reverse direction: replaying a real uplink with its outages
+    stalls a downlink flow (faithfully), which would hide how well the measured direction
+    itself follows its trace.
+    """
+    from dataclasses import replace
+
+    other = np.full(len(trace.times), float(other_mbps))
+    return replace(trace, **({"up_mbps": other} if direction == "down" else {"down_mbps": other}))
+
+
+def measure(topology: str | Path, trace, direction: str = "down", duration: float | None = None,
+            faults=(), granularity: float = 0.1, window: float = 1.0, out_dir: str | Path = "/tmp/tb-fidelity",
+            params: dict | None = None, link: str = "access", isolate: bool = True) -> Fidelity:
+    """Replay ``trace`` on ``link`` and measure a backlogged flow in ``direction``.
+
+    ``isolate`` opens the reverse direction wide (see :func:`one_direction`).
+    """
+    from testbed.emulation.flowprobe import per_window
+
+    if isolate:
+        trace = one_direction(trace, direction)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    duration = float(duration or trace.duration)
+    with Emulation.from_yaml(topology, traces={link: trace}, faults=list(faults), log_dir=out_dir,
+                             granularity=granularity, params=params) as emu:
+        result = run_flow(emu, direction, duration, out_dir, link)
+        steps = emu.timeline(link, direction)
+    achieved = per_window(result, window) * WIRE_PER_PAYLOAD
+    expected = expected_per_window(steps, duration, window)
+    n = min(len(achieved), len(expected))
+    outages = []
+    for s, nxt in zip(steps, steps[1:] + [None]):
+        if s.gate != OPEN and s.t < duration:
+            outages.append((s.t, nxt.t if nxt else duration))
+    return Fidelity(window=window, starts=np.arange(n) * window, expected_mbps=expected[:n],
+                    achieved_mbps=achieved[:n], lags_ms=read_lags(out_dir / "replay.csv"),
+                    step_times=big_steps(steps, duration), outages=outages)
+
+
+def plot(fid: Fidelity, path: str | Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    ax.step(fid.starts, fid.expected_mbps, where="post", label="trace", color="0.3")
+    ax.step(fid.starts, fid.achieved_mbps, where="post", label="achieved (receiver)", color="tab:blue")
+    for s, e in fid.outages:
+        ax.axvspan(s, e, color="tab:red", alpha=0.15, lw=0)
+    ax.set_xlabel("time since replay start (s)")
+    ax.set_ylabel(f"Mbit/s per {fid.window:g} s")
+    s = fid.summary()
+    ax.set_title(title or f"median error {s['median_error']:.1%}, delivered {s['delivered_fraction']:.1%}")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
