@@ -1,19 +1,151 @@
-"""``testbed quickstart`` (and, later, run / report / reproduce)."""
+"""``testbed run``, ``testbed report``, ``testbed reproduce`` and ``testbed quickstart``."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PAPER_DIR = REPO_ROOT / "experiments" / "paper"
+QUICKSTART = REPO_ROOT / "experiments" / "quickstart.yaml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("quickstart", help="the README's first command: a replay demo of a real LTE trace")
-    p.add_argument("--out", default="results/quickstart")
+    p = sub.add_parser("run", help="run an experiment: every cell x strategy x repeat on a fresh emulated network")
+    p.add_argument("experiment", nargs="?", help="experiment YAML (optional with --resume)")
+    p.add_argument("--out", default="results", help="results root (default: results/)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run, skipping sessions with done.json")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed session")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--report", action="store_true", help="write the report when the run finishes")
+    p.add_argument("--check", action="store_true", help="only validate the experiment file and list its cells")
+    p.set_defaults(func=run_cmd)
+
+    p = sub.add_parser("report", help="metrics table, figures and report.md from a run's result files")
+    p.add_argument("results", help="a run folder (results/<experiment>/<run-id>) or an experiment folder (newest run)")
+    p.add_argument("--out", help="write here instead of into the run folder")
+    p.add_argument("--no-figures", action="store_true")
+    p.set_defaults(func=report_cmd)
+
+    p = sub.add_parser("reproduce", help="run a paper experiment (experiments/paper/NAME.yaml) and compare with "
+                                         "the paper's claims")
+    p.add_argument("name", help="experiment name in experiments/paper/, 'all', or 'list'")
+    p.add_argument("--out", default="results")
+    p.add_argument("--resume", metavar="RUN_DIR")
+    p.add_argument("--report-only", metavar="RUN_DIR", help="skip running: rebuild figure + comparison from a run")
+    p.set_defaults(func=reproduce_cmd)
+
+    p = sub.add_parser("quickstart", help="the README's first command: run experiments/quickstart.yaml and report")
+    p.add_argument("--out", default="results")
+    p.add_argument("--experiment", default=str(QUICKSTART))
     p.set_defaults(func=quickstart)
 
 
+def run_cmd(args) -> int:
+    from testbed.experiment import load_experiment, run_experiment
+
+    if args.check:
+        exp = load_experiment(args.experiment)
+        print(f"{exp.source}: ok — {len(exp.cells)} cells x {len(exp.strategies)} strategies x {exp.repeats} "
+              f"repeats = {len(exp.units())} sessions")
+        for c in exp.cells:
+            print(f"  {c.cell_id}")
+        return 0
+    try:
+        run_dir = run_experiment(args.experiment, out=args.out, resume=args.resume, progress=not args.no_progress,
+                                 fail_fast=args.fail_fast)
+    except KeyboardInterrupt:
+        print("testbed run: interrupted; completed sessions kept, run marked partial "
+              "(continue with: testbed run --resume RUN_DIR)")
+        raise
+    from testbed.experiment import read_manifest
+
+    m = read_manifest(run_dir)
+    print(f"run {m['status']}: {run_dir} ({m['summary']['done']}/{m['summary']['units']} sessions"
+          f"{', failed: ' + ', '.join(m['failed_units']) if m['failed_units'] else ''})")
+    if args.report:
+        _print_report(run_dir)
+    return 0 if m["status"] == "complete" else 1
+
+
+def _print_report(results, out=None, figures=True):
+    from testbed.analysis import build_report
+
+    rep = build_report(results, out_dir=out, make_figures=figures)
+    print(rep.text)
+    where = Path(out) if out else rep.run_dir
+    print(f"\ntable: {where / 'metrics.csv'}, {where / 'metrics.md'}\nreport: {where / 'report.md'}")
+    figs = [p for p in rep.files if p.suffix == ".png"]
+    if figs:
+        print(f"figures: {figs[0].parent}/ ({', '.join(p.stem for p in figs)})")
+    return rep
+
+
+def report_cmd(args) -> int:
+    _print_report(args.results, args.out, not args.no_figures)
+    return 0
+
+
+def paper_experiments() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(PAPER_DIR.glob("*.yaml"))}
+
+
+def reproduce_cmd(args) -> int:
+    from testbed.analysis.paper import reproduce_report
+    from testbed.errors import ConfigError
+    from testbed.experiment import run_experiment
+
+    available = paper_experiments()
+    if args.name == "list":
+        for name, path in available.items():
+            print(f"{name:28s} {path.relative_to(REPO_ROOT)}")
+        return 0
+    names = list(available) if args.name == "all" else [args.name]
+    for name in names:
+        if name not in available:
+            raise ConfigError("reproduce", f"no experiments/paper/{name}.yaml; available: {', '.join(available)}")
+    rc = 0
+    for name in names:
+        if args.report_only:
+            run_dir = Path(args.report_only)
+        else:
+            print(f"== reproducing {name} ==")
+            run_dir = run_experiment(available[name], out=args.out, resume=args.resume)
+        _print_report(run_dir)
+        comparison = reproduce_report(run_dir)
+        print(comparison.text)
+        print(f"paper figure: {', '.join(str(p) for p in comparison.figures)}\ncomparison: {comparison.path}")
+    return rc
+
+
+def _runtime_available() -> bool:
+    try:
+        from testbed.runtime import run_session  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def quickstart(args) -> int:
+    if not _runtime_available():
+        return _replay_demo(args)
+    from testbed.experiment import run_experiment
+
+    t0 = time.monotonic()
+    print(f"quickstart: running {args.experiment} (trains the default model on first use) ...")
+    run_dir = run_experiment(args.experiment, out=args.out)
+    rep = _print_report(run_dir)
+    print(f"\nquickstart: {len(rep.units)} sessions in {time.monotonic() - t0:.0f} s wall; results in {run_dir}")
+    return 0
+
+
+def _replay_demo(args) -> int:
+    """Fallback while the device/cloud runtime is not installed: replay the LTE trace with an outage."""
     from testbed.emulation.cli import replay_demo
 
+    print("quickstart: testbed.runtime is not available; running the trace-replay demo instead")
     ns = argparse.Namespace(trace="traces/att-lte-driving.csv", topology="topologies/device-cloud.yaml",
-                            direction="down", duration=60.0, outage="20:25", granularity=0.1, out=args.out)
+                            direction="down", duration=60.0, outage="20:25", granularity=0.1,
+                            out=str(Path(args.out) / "quickstart-replay"))
     return replay_demo(ns)

@@ -507,6 +507,22 @@ def _parse_strategies(src: str, raw: Any) -> list[StrategySpec]:
     return out
 
 
+def _check_strategy_params(src: str, strat: dict, values: dict) -> None:
+    """Let each strategy validate its parameters (when testbed.strategies is available)."""
+    try:
+        from testbed.strategies import get_strategy
+    except ImportError:
+        return
+    for i, (label, spec) in enumerate(strat.items()):
+        try:
+            get_strategy(spec["name"], dict(spec.get("params") or {}))
+        except ConfigError as exc:
+            key = exc.where.replace("strategy_params.", "params.") if exc.where.startswith("strategy_params") \
+                else exc.where
+            cell = f" (sweep cell {values})" if values else ""
+            raise _err(src, f"strategies[{i}] ({label}).{key}", f"{exc.message}{cell}") from None
+
+
 def _expand(raw: dict, src: str, base: Path | None, sweep: dict, strategies: list[StrategySpec]) -> list[Cell]:
     axes = list(sweep)
     combos = list(itertools.product(*(sweep[a] for a in axes))) if axes else [()]
@@ -525,6 +541,7 @@ def _expand(raw: dict, src: str, base: Path | None, sweep: dict, strategies: lis
             _set_path(cfg, axis, value, strat)
         cfg["strategies"] = strat
         cfg["_base"] = base
+        _check_strategy_params(src, strat, values)
         cells.append(Cell(index=index, cell_id=cell_id(index, values), values=values, config=cfg))
     ids = [c.cell_id for c in cells]
     if len(set(ids)) != len(ids):

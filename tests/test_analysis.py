@@ -1,0 +1,116 @@
+"""Metric math on small synthetic record files, tables with t-distribution CIs, figures and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from test_experiment import fake_session, write_exp
+
+from testbed.analysis import build_report, mean_ci, session_metrics
+from testbed.analysis.metrics import accuracy_within, outage_windows, read_replay
+from testbed.experiment import run_experiment
+
+
+def rec(i, outcome="cloud", lat=0.1, correct=True, t=None, deadline=0.5, **kw):
+    t = float(i) if t is None else t
+    return {"request_id": i, "t_arrival": t, "t_finish": t + (lat or 0), "deadline_s": deadline,
+            "latency_s": lat if outcome not in ("timeout", "failed") else None, "outcome": outcome,
+            "correct": correct, **kw}
+
+
+def test_session_metrics_by_hand():
+    records = [rec(0, lat=0.1), rec(1, lat=0.2, correct=False), rec(2, "device_exit", lat=0.6),
+               rec(3, "timeout", correct=False), rec(4, "fallback_exit", lat=0.3, energy_j=1.0, cloud_compute_s=0.5)]
+    m = session_metrics(records, [], {"deadline_s": 0.5})
+    assert m["requests"] == 5
+    assert m["availability"] == pytest.approx(4 / 5)
+    assert m["accuracy"] == pytest.approx(3 / 4)           # correct among answered
+    assert m["timely_accuracy"] == pytest.approx(2 / 5)    # 0 and 4 (2 is late, 1 wrong)
+    assert m["deadline_miss_rate"] == pytest.approx(2 / 5)  # 2 late, 3 timed out
+    assert m["latency_p50_ms"] == pytest.approx(250.0)
+    assert m["throughput_rps"] == pytest.approx(4 / 4.3)     # span 0 .. 4.3
+    assert m["local_fraction"] == pytest.approx(2 / 5)
+    assert m["energy_j_per_req"] == pytest.approx(0.2) and m["cloud_ms_per_req"] == pytest.approx(100.0)
+    assert math.isnan(m["outage_accuracy"]) and m["outage_requests"] == 0
+
+
+def test_outage_windows_from_replay(tmp_path):
+    p = tmp_path / "replay.csv"
+    p.write_text("scheduled_s,applied_s,link,direction,trace_mbps,rate_mbps,gate,loss_pct\n"
+                 "0,0.001,access,up,5,5,open,0\n2,2.001,access,up,5,0,closed,0\n4,4.002,access,up,5,5,open,0\n"
+                 "0,0.001,access,down,5,5,open,0\n3,3.5,access,down,5,0,drop,0\n5,5.0,access,down,5,5,open,0\n"
+                 "9,9.0,access,down,5,0,closed,0\n")
+    rows = read_replay(p)
+    assert rows[1]["applied_s"] == pytest.approx(2.001)
+    assert outage_windows(rows, end=10) == [(2.001, 5.0), (9.0, 10)]
+    records = [rec(i, "timeout" if 2 <= i < 5 else "cloud", correct=not 2 <= i < 5, t=i + 0.5) for i in range(8)]
+    m = session_metrics(records, rows, {})
+    assert m["outage_requests"] == 3 and m["outage_availability"] == 0 and m["outage_accuracy"] == 0
+
+
+def test_mean_ci_uses_t_distribution():
+    m, h, n = mean_ci([1.0, 2.0, 3.0])
+    assert (m, n) == (2.0, 3)
+    assert h == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-5)
+    m, h, n = mean_ci([5.0, float("nan")])
+    assert m == 5.0 and math.isnan(h) and n == 1
+
+
+def test_accuracy_within_bound():
+    records = [rec(0, lat=0.1), rec(1, lat=0.3), rec(2, "timeout"), rec(3, lat=0.2, correct=False)]
+    assert accuracy_within(records, 0.15) == 0.25
+    assert accuracy_within(records, 1.0) == 0.5
+
+
+def test_report_from_a_run(tmp_path):
+    exp = write_exp(tmp_path, sweep={"bandwidth_scale": [0.5, 1.0]}, repeats=2)
+    run = run_experiment(exp, out=tmp_path / "r", session=fake_session, progress=False)
+    rep = build_report(run.parent)  # an experiment folder picks its newest run
+    assert rep.run_dir == run
+    assert len(rep.rows) == 4 and all(r.repeats == 2 for r in rep.rows)
+    for name in ("metrics.csv", "metrics.md", "report.md", "figures/latency_cdf.png", "figures/latency_cdf.pdf",
+                 "figures/availability_outage.png", "figures/throughput_vs_bandwidth.png",
+                 "figures/accuracy_vs_latency_bound.png"):
+        assert (run / name).exists(), name
+    assert list(run.glob("figures/timeline_*.png"))
+    cloud = next(r for r in rep.rows if r.strategy == "cloud-only")
+    dev = next(r for r in rep.rows if r.strategy == "device-only")
+    assert cloud.mean["outage_availability"] == 0 and dev.mean["outage_availability"] == 1
+    assert math.isfinite(cloud.ci["latency_p50_ms"])  # two repeats -> an interval
+    assert "±" in (run / "metrics.md").read_text()
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert "latency_p95_ms_ci95" in header and "bandwidth_scale" in header
+    assert "device-only" in rep.text
+
+
+def test_report_cli_and_paper_comparison(tmp_path, capsys):
+    from testbed.analysis.paper import reproduce_report
+    from testbed.cli import main
+
+    exp = write_exp(tmp_path, paper={"claim": "spinn-outage", "ours": "device-only", "baselines": ["cloud-only"],
+                                     "y": ["outage_availability", "accuracy"], "differences": ["synthetic"]})
+    run = run_experiment(exp, out=tmp_path / "r", session=fake_session, progress=False)
+    assert main(["report", str(run)]) == 0
+    assert "metrics.csv" in capsys.readouterr().out
+    comp = reproduce_report(run)
+    assert "| claim | paper | ours" in comp.text and "synthetic" in comp.text
+    assert "device-only: 100% answered" in comp.text
+    assert all(Path(p).exists() for p in comp.figures)
+    assert main(["report", str(tmp_path)]) == 2  # no run there: a clean error
+
+
+def test_report_reads_only_result_files(tmp_path):
+    """A run folder copied elsewhere (no experiment file, no traces) still reports."""
+    import shutil
+
+    exp = write_exp(tmp_path)
+    run = run_experiment(exp, out=tmp_path / "r", session=fake_session, progress=False)
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    exp.unlink()
+    rep = build_report(copy, make_figures=False)
+    assert {r.strategy for r in rep.rows} == {"device-only", "cloud-only"}
+    assert json.loads((copy / "manifest.json").read_text())["status"] == "complete"
