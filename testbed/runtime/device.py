@@ -1,0 +1,326 @@
+"""Device agent process: workload generator + strategy + execution + one JSONL record per request.
+
+    python -m testbed.runtime.device --config session.json
+
+The config (written by :func:`testbed.runtime.session.run_session`) names the device, the cloud
+endpoint, the emulation's ``t0`` (monotonic), the checkpoints, dataset, strategy and workload.
+The agent loads everything, writes ``ready_path``, waits for ``go_path`` (holding the agreed
+monotonic start time), then runs the workload: open loop at ``fps`` (latency counts from each
+frame's intended arrival time) or closed loop (next frame when the previous one finished).
+Device compute is sequential; cloud requests are pipelined through the transport client and
+never waited on past their deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from testbed.runtime.energy import EnergyModel
+from testbed.runtime.estimator import NetworkEstimator
+from testbed.runtime.execution import build_profile, run_head, timed_mean_ms
+from testbed.runtime.records import new_record
+from testbed.strategies import Context, get_strategy
+
+log = logging.getLogger("testbed.runtime.device")
+SEND_MARGIN_S = 0.005  # kept back from the deadline to turn a timeout into a fallback answer
+
+
+@dataclass
+class InFlight:
+    request_id: int
+    arrival: float
+    deadline: float
+    label: int
+    plan: Any
+    compute_s: float
+    fallback: tuple | None  # (exit_index, logits) answered on timeout
+    t_submit: float
+    is_probe: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class DeviceAgent:
+    def __init__(self, config: dict):
+        from testbed.data import load_dataset
+        from testbed.models import load_checkpoint
+
+        self.cfg = config
+        self.device = config["device"]
+        self.t0 = float(config["t0"])
+        self.deadline_s = float(config["deadline_s"])
+        self.strategy = get_strategy(config["strategy"], config.get("strategy_params"))
+        torch.set_num_threads(1)
+        torch.manual_seed(config.get("seed", 0))
+        self.models: dict[str, tuple] = {}
+        for name, directory in config["models"].items():
+            model, card = load_checkpoint(directory)
+            self.models[name] = (model, card)
+        first_card = next(iter(self.models.values()))[1]
+        options = first_card["dataset"]["options"]
+        dataset = load_dataset(config.get("data", "digits"), size=options["size"], channels=options["channels"],
+                               seed=options.get("seed", 0))
+        self.test = dataset.test
+        self.session_model = config["session_model"]
+        self.profiles = {}
+        proxy_ms = config.get("proxy_ms", {})
+        for i, (name, (model, card)) in enumerate(self.models.items()):
+            sample = torch.from_numpy(dataset.test.x[:1])
+            measure_this = i == 0 or not (card.get("profiles") or {}).get("device")
+            with torch.no_grad():
+                measured = timed_mean_ms(lambda m=model, s=sample: m(s), window_s=0.3) if measure_this else None
+                profile = build_profile(name, model, card, dataset.val.x, dataset.val.y, measured)
+            if name in proxy_ms:
+                profile.extra["proxy_ms"] = proxy_ms[name]
+            if i > 0 and name in proxy_ms:  # device-aware: only the reference model is measured here
+                profile.extra.pop("device_ms_measured", None)
+            self.profiles[name] = profile
+        self.estimator = NetworkEstimator()
+        first = self.profiles[next(iter(self.profiles))]
+        if first.kind != "appeal" and "device_ms_measured" in first.extra:
+            profiled = first.device_ms[first.last_split]
+            if profiled > 0:
+                self.estimator.device_slowdown = first.extra["device_ms_measured"] / profiled
+        self.context = Context(model=self.session_model, deadline_s=self.deadline_s, sla=config.get("sla") or {},
+                               device=self.device, device_cpu=config.get("cpu"), fps=float(config.get("fps", 5)))
+        self.strategy.setup(self.profiles, self.context, self.estimator.estimates(time.monotonic()))
+        self.energy = EnergyModel.from_dict(config.get("energy"))
+        self.rng = np.random.default_rng(config.get("seed", 0))
+        self.order = self.rng.permutation(len(self.test))
+        self.out = open(config["out_path"], "w")  # noqa: SIM115 - closed in run()
+        self.client = None
+        self.in_flight: dict[int, InFlight] = {}
+        self.last_network_activity = 0.0
+        self.probe_interval = float(config.get("probe_interval_s", 0.5))
+        self.probe_bytes = int(config.get("probe_bytes", 16384))
+        self.n_records = 0
+
+    # -- records ---------------------------------------------------------------------------------
+    def write(self, record: dict) -> None:
+        self.out.write(json.dumps(record) + "\n")
+        self.out.flush()
+        self.n_records += 1
+
+    def base_record(self, request_id: int, arrival: float, label: int, plan) -> dict:
+        est = self.estimator.estimates(time.monotonic())
+        return new_record(
+            request_id=request_id, device=self.device, strategy=self.strategy.name,
+            t_arrival=arrival - self.t0, deadline_s=self.deadline_s, label=int(label),
+            split=plan.split if plan else None, codec=plan.codec if plan else None,
+            est_bw_mbps=round(est.bw_up_mbps, 4), est_rtt_ms=round(est.rtt_ms, 3),
+            bytes_up=0, bytes_down=0, device_compute_s=0.0, encode_s=None, decode_s=None, transfer_s=None,
+            cloud_queue_s=None, cloud_compute_s=None, exit_index=None, prediction=None, correct=None)
+
+    def finish(self, record: dict, outcome: str, arrival: float, energy_j: float,
+               exit_index=None, logits=None) -> None:
+        now = time.monotonic()
+        record["outcome"] = outcome
+        record["t_finish"] = now - self.t0
+        record["latency_s"] = record["t_finish"] - record["t_arrival"]
+        record["energy_j"] = energy_j
+        if logits is not None:
+            prediction = int(np.asarray(logits).reshape(-1, np.asarray(logits).shape[-1]).argmax(1)[0])
+            record["prediction"] = prediction
+            record["correct"] = prediction == record["label"]
+            record["exit_index"] = exit_index
+        self.write(record)
+
+    # -- one request -----------------------------------------------------------------------------
+    def process(self, request_id: int, arrival: float) -> None:
+        index = int(self.order[request_id % len(self.order)])
+        image, label = self.test.x[index: index + 1], int(self.test.y[index])
+        deadline = arrival + self.deadline_s
+        now = time.monotonic()
+        if now >= deadline - SEND_MARGIN_S:  # the device was busy past this frame's deadline
+            record = self.base_record(request_id, arrival, label, None)
+            self.finish(record, "timeout", arrival, 0.0)
+            return
+        plan = self.strategy.plan(self.estimator.estimates(now), self.profiles, self.context)
+        record = self.base_record(request_id, arrival, label, plan)
+        model_name = plan.model or self.session_model
+        model, card = self.models[model_name]
+        x = torch.from_numpy(image)
+        t_c0 = time.monotonic()
+        if plan.appeal_threshold is not None:
+            with torch.no_grad():
+                logits, q = model.forward_with_appeal(x)
+            compute_s = time.monotonic() - t_c0
+            record["device_compute_s"] = compute_s
+            if float(q[0]) >= plan.appeal_threshold:
+                record["split"] = "edge"
+                self.finish(record, "device_exit", arrival, self.energy.request_energy(compute_s), 0, logits)
+                return
+            features, fallback = x, (0, logits)
+        else:
+            evaluate = plan.exit_threshold is not None or plan.fallback
+            head = run_head(model, card, x, plan.split, plan.exit_index, plan.exit_threshold, evaluate)
+            compute_s = time.monotonic() - t_c0
+            record["device_compute_s"] = compute_s
+            profile = self.profiles[model_name]
+            if head.answer_exit is not None:
+                if plan.exit_threshold is None and head.answer_exit == len(profile.exit_after) - 1:
+                    self.estimator.on_device_compute(compute_s * 1e3, profile.device_ms[profile.last_split])
+                self.finish(record, "device_exit", arrival, self.energy.request_energy(compute_s),
+                            head.answer_exit, head.answer_logits.numpy())
+                return
+            if plan.split != "input" and not evaluate:
+                self.estimator.on_device_compute(compute_s * 1e3, profile.device_ms[plan.split])
+            features = head.features
+            fallback = (head.best_exit[0], head.best_exit[1]) if (plan.fallback and head.best_exit) else None
+        remaining = deadline - time.monotonic() - SEND_MARGIN_S
+        meta = {"model": plan.cloud_model or model_name, "split": plan.split if plan.appeal_threshold is None
+                else "input", "exit": plan.exit_index}
+        if remaining <= 0:
+            self.give_up(record, arrival, compute_s, fallback, "timeout")
+            return
+        try:
+            seq = self.client.submit({"x": features.numpy()}, op="infer", deadline_s=remaining, codec=plan.codec,
+                                     meta=meta)
+        except Exception as exc:  # noqa: BLE001 - a refused send is a failed request, not a crash
+            log.warning("submit failed: %s", exc)
+            self.give_up(record, arrival, compute_s, fallback, "failed")
+            return
+        self.last_network_activity = time.monotonic()
+        self.in_flight[seq] = InFlight(request_id, arrival, deadline, label, plan, compute_s, fallback,
+                                       time.monotonic(), extra={"record": record})
+
+    def give_up(self, record, arrival, compute_s, fallback, outcome, t_start=None, t_end=None, waited_s=0.0):
+        energy = self.energy.request_energy(compute_s, record["bytes_up"] or 0, record["bytes_down"] or 0,
+                                            waited_s, t_start, t_end)
+        if fallback is not None:
+            self.finish(record, "fallback_exit", arrival, energy, fallback[0], fallback[1].numpy())
+        else:
+            self.finish(record, outcome, arrival, energy)
+
+    # -- results ---------------------------------------------------------------------------------
+    def on_result(self, result) -> None:
+        flight = self.in_flight.pop(result.seq, None)
+        if flight is None:
+            return
+        now = time.monotonic()
+        ts = result.timestamps
+        uplink = (ts["t_rx"] - ts["t_send"]) / 1e9 if "t_rx" in ts and "t_send" in ts else None
+        downlink = (ts["t_recv"] - ts["t_tx"]) / 1e9 if "t_recv" in ts and "t_tx" in ts else None
+        if flight.is_probe:
+            if result.ok:
+                rtt = (ts["t_recv"] - ts["t_send"]) / 1e9 if "t_send" in ts and "t_recv" in ts else None
+                server = (ts["t_tx"] - ts["t_rx"]) / 1e9 if "t_tx" in ts and "t_rx" in ts else 0.0
+                self.estimator.on_success(now, result.bytes_up, result.bytes_down, uplink, None,
+                                          rtt - server if rtt else None)
+            elif result.status == "timeout":
+                self.estimator.on_failure(now, now - flight.t_submit)
+            return
+        record = flight.extra["record"]
+        record["bytes_up"], record["bytes_down"] = result.bytes_up, result.bytes_down
+        record["encode_s"], record["decode_s"] = result.encode_s, result.decode_s
+        info = result.info or {}
+        record["cloud_queue_s"], record["cloud_compute_s"] = info.get("queue_s"), info.get("compute_s")
+        if result.ok:
+            transfer = (uplink or 0.0) + (downlink or 0.0)
+            record["transfer_s"] = transfer
+            server = (ts["t_tx"] - ts["t_rx"]) / 1e9 if "t_tx" in ts and "t_rx" in ts else 0.0
+            rtt = (ts["t_recv"] - ts["t_send"]) / 1e9 - server if "t_send" in ts else None
+            profile = self.profiles.get(flight.plan.cloud_model or flight.plan.model or self.session_model)
+            ratio = None
+            if profile is not None and profile.kind != "appeal" and info.get("compute_s"):
+                profiled = profile.cloud_ms.get(record["split"] or "input", 0.0)
+                ratio = info["compute_s"] * 1e3 / profiled if profiled > 0 else None
+            self.estimator.on_success(now, result.bytes_up, result.bytes_down, uplink, downlink,
+                                      min(rtt, 2 * transfer) if rtt and transfer else rtt, info.get("queue_s"), ratio)
+            energy = self.energy.request_energy(flight.compute_s, result.bytes_up, result.bytes_down, transfer,
+                                                flight.t_submit - self.t0, now - self.t0)
+            self.finish(record, "cloud", flight.arrival, energy, flight.plan.exit_index
+                        if flight.plan.exit_index is not None else -1, result.tensors["logits"])
+            return
+        waited = now - flight.t_submit
+        record["transfer_s"] = waited
+        if result.status == "timeout":
+            self.estimator.on_failure(now, waited)
+        outcome = "timeout" if result.status in ("timeout", "expired", "cancelled") else "failed"
+        self.give_up(record, flight.arrival, flight.compute_s, flight.fallback, outcome,
+                     flight.t_submit - self.t0, now - self.t0, waited)
+
+    def maybe_probe(self, now: float) -> None:
+        if not self.strategy.uses_network or any(f.is_probe for f in self.in_flight.values()):
+            return
+        if now - self.last_network_activity < self.probe_interval:
+            return
+        try:
+            seq = self.client.submit({"p": np.zeros(self.probe_bytes, np.uint8)}, op="discard",
+                                     deadline_s=self.probe_interval)
+        except Exception:  # noqa: BLE001
+            return
+        self.last_network_activity = now
+        self.in_flight[seq] = InFlight(-1, now, now + self.probe_interval, -1, None, 0.0, None, now, is_probe=True)
+
+    # -- main loop -------------------------------------------------------------------------------
+    def run(self) -> int:
+        from testbed.transport import Client
+
+        self.client = Client(self.cfg["endpoint"])
+        try:
+            if self.cfg.get("ready_path"):
+                Path(self.cfg["ready_path"]).write_text(json.dumps({"device": self.device}))
+            go = Path(self.cfg["go_path"]) if self.cfg.get("go_path") else None
+            while go is not None and not go.exists():
+                time.sleep(0.01)
+            t_start = float(json.loads(go.read_text())["t_start"]) if go else time.monotonic()
+            self.workload(t_start)
+        finally:
+            self.out.close()
+            self.client.close()
+        log.info("%s: %d records", self.device, self.n_records)
+        return 0
+
+    def workload(self, t_start: float) -> None:
+        fps = float(self.cfg.get("fps", 5.0))
+        duration = float(self.cfg["duration_s"])
+        closed = self.cfg.get("workload", "open") == "closed"
+        total = int(round(duration * fps)) if not closed else None
+        t_end = t_start + duration
+        self.last_network_activity = t_start
+        next_id = 0
+        while True:
+            now = time.monotonic()
+            if closed:
+                busy = any(not f.is_probe for f in self.in_flight.values())
+                if now >= t_start and now < t_end and not busy:
+                    self.process(next_id, max(now, t_start))
+                    next_id += 1
+                    continue
+                generating = now < t_end
+                next_due = now + 0.02
+            else:
+                due = t_start + next_id / fps
+                if next_id < total and now >= due:
+                    self.process(next_id, due)
+                    next_id += 1
+                    continue
+                generating = next_id < total
+                next_due = due if generating else now + 0.02
+            pending = any(not f.is_probe for f in self.in_flight.values())
+            if not generating and not pending:
+                break
+            self.maybe_probe(now)
+            for result in self.client.poll(timeout=max(0.0, min(next_due - now, 0.02))):
+                self.on_result(result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m testbed.runtime.device", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
+    return DeviceAgent(json.loads(Path(args.config).read_text())).run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Running model parts on the device and in the cloud, and building strategies' model profiles."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from testbed.strategies.base import INPUT, ModelProfile
+
+
+@dataclass
+class HeadResult:
+    features: torch.Tensor | None  # split tensor to ship (None when answered locally)
+    answer_exit: int | None  # exit that answered on the device
+    answer_logits: torch.Tensor | None
+    best_exit: tuple[int, torch.Tensor, float] | None  # (index, logits, confidence) of the deepest exit run
+    appeal_q: float | None = None
+
+
+def temperatures(card: dict) -> list[float]:
+    return [float(row.get("temperature", 1.0)) for row in card.get("exits", [])]
+
+
+def confidence(logits: torch.Tensor, temperature: float) -> float:
+    return float(F.softmax(logits / temperature, dim=1).max())
+
+
+@torch.no_grad()
+def run_head(model, card: dict, x: torch.Tensor, split: str, exit_index: int | None,
+             exit_threshold: float | None, evaluate_exits: bool) -> HeadResult:
+    """Device part of a split plan with progressive early exits.
+
+    Runs blocks up to ``split``; evaluates the exits passed when ``evaluate_exits`` (for answers at
+    ``exit_threshold`` or as a fallback) and stops at the first confident one. The exit answering
+    the request is ``exit_index`` (None: the final one); if it lies at or before the split the
+    device answers with it.
+    """
+    temps = temperatures(card)
+    stop = model.split_index(split)
+    answer = model.num_exits - 1 if exit_index is None else exit_index
+    answer_pos = model.split_index(model.exits[answer].after)
+    by_position: dict[int, list] = {}
+    for info in model.exits:
+        by_position.setdefault(model.split_index(info.after), []).append(info)
+    best = None
+    for position in range(1, min(stop, answer_pos) + 1):
+        x = model.blocks[position - 1](x)
+        for info in by_position.get(position, []):
+            if info.index == answer and position == answer_pos:
+                logits = model.exit_heads[info.index](x)
+                return HeadResult(None, answer, logits, (info.index, logits, confidence(logits, temps[info.index])))
+            if not evaluate_exits or info.index > answer:
+                continue
+            logits = model.exit_heads[info.index](x)
+            conf = confidence(logits, temps[info.index])
+            best = (info.index, logits, conf)
+            if exit_threshold is not None and conf >= exit_threshold:
+                return HeadResult(None, info.index, logits, best)
+    return HeadResult(x, None, None, best)
+
+
+@torch.no_grad()
+def run_tail(model, features: torch.Tensor, split: str, exit_index: int | None = None) -> torch.Tensor:
+    """Cloud part: blocks after ``split`` up to the answering exit, then that exit's head."""
+    answer = model.num_exits - 1 if exit_index is None else int(exit_index)
+    lo = model.split_index(split)
+    hi = model.split_index(model.exits[answer].after)
+    x = features
+    for position in range(lo + 1, hi + 1):
+        x = model.blocks[position - 1](x)
+    return model.exit_heads[answer](x)
+
+
+def timed_mean_ms(fn, window_s: float = 0.3, max_calls: int = 200) -> float:
+    """Mean time per call over a window of several CFS periods (throttling shows in the mean)."""
+    fn()
+    calls, start = 0, time.perf_counter()
+    while calls < max_calls and (time.perf_counter() - start < window_s or calls < 3):
+        fn()
+        calls += 1
+    return (time.perf_counter() - start) * 1e3 / calls
+
+
+@torch.no_grad()
+def build_profile(name: str, model, card: dict, val_x: np.ndarray, val_y: np.ndarray,
+                  measured_full_ms: float | None = None) -> ModelProfile:
+    """Strategy-facing profile: card profiles (or FLOP-scaled measurement) + validation exit statistics."""
+    x = torch.from_numpy(val_x)
+    y = torch.from_numpy(val_y)
+    if hasattr(model, "forward_with_appeal"):
+        logits, q = model.forward_with_appeal(x)
+        full = measured_full_ms or 1.0
+        return ModelProfile(name=name, split_points=[INPUT, "edge"], device_ms={INPUT: 0.0, "edge": full},
+                            cloud_ms={INPUT: full, "edge": 0.0}, split_bytes={}, exit_after=["edge"],
+                            exit_accuracy=[float((logits.argmax(1) == y).float().mean())],
+                            appeal_q=q.numpy(), edge_correct=(logits.argmax(1) == y).numpy(), kind="appeal",
+                            extra={"device_ms_measured": full})
+    profiles = card.get("profiles") or {}
+    device, cloud = profiles.get("device"), profiles.get("cloud")
+    splits = card["splits"]
+    total_flops = max(s["device_flops"] for s in splits) or 1
+    if device:
+        device_ms = {s["name"]: float(s["head_ms"]) for s in device["splits"]}
+        exit_head_ms = [float(e["median_ms"]) for e in device["exits"]]
+    else:  # no profile: share the measured full time by FLOPs
+        full = measured_full_ms or 1.0
+        device_ms = {s["name"]: full * s["device_flops"] / total_flops for s in splits}
+        exit_head_ms = [full * e["flops"] / total_flops for e in card["exit_costs"]]
+    if cloud:
+        cloud_ms = {s["name"]: float(s["tail_ms"]) for s in cloud["splits"]}
+    else:
+        cloud_full = device_ms[card["split_points"][-1]] / 2
+        cloud_ms = {s["name"]: cloud_full * s["cloud_flops"] / max(splits[0]["cloud_flops"], 1) for s in splits}
+    from testbed.models.train import exit_logits
+
+    temps = temperatures(card)
+    logits = exit_logits(model, x)
+    confidences = np.stack([F.softmax(lg / t, 1).max(1).values.numpy() for lg, t in zip(logits, temps,
+                                                                                         strict=True)], axis=1)
+    correct = np.stack([(lg.argmax(1) == y).numpy() for lg in logits], axis=1)
+    extra = {}
+    if measured_full_ms:
+        extra["device_ms_measured"] = measured_full_ms
+    return ModelProfile(
+        name=name, split_points=list(card["split_points"]), device_ms=device_ms, cloud_ms=cloud_ms,
+        split_bytes={s["name"]: s.get("bytes", {}) for s in splits},
+        exit_after=[e["after"] for e in card["exits"]], exit_accuracy=[e["test_accuracy"] for e in card["exits"]],
+        exit_head_ms=exit_head_ms, confidences=confidences, correct=correct, extra=extra)

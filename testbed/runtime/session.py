@@ -1,0 +1,199 @@
+"""Session runner: one emulation, one cloud server, N device agents, merged records.
+
+    from testbed.runtime import SessionConfig, run_session
+    result = run_session(SessionConfig(topology="topologies/device-cloud.yaml", strategy="spinn",
+                                       traces={"access": "traces/att-lte-driving.csv"}, out_dir="results/x"))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbed.errors import ConfigError, TestbedError
+
+log = logging.getLogger("testbed.runtime.session")
+CLOUD_PORT = 5555
+READY_TIMEOUT_S = 120.0
+START_LEAD_S = 0.5  # agreed start this long after every agent is ready
+
+
+@dataclass
+class SessionConfig:
+    topology: str = "topologies/device-cloud.yaml"
+    params: dict = field(default_factory=dict)
+    traces: dict = field(default_factory=dict)  # link -> trace path or Trace
+    faults: list = field(default_factory=list)
+    model: str = "resnet20-ee"
+    data: str = "digits"
+    strategy: str = "device-only"
+    strategy_params: dict = field(default_factory=dict)
+    fps: float = 5.0
+    duration_s: float = 15.0
+    deadline_s: float = 0.5
+    sla: dict = field(default_factory=dict)
+    seed: int = 0
+    out_dir: str = "results/session"
+    devices: list[str] | None = None  # None: every device-role host
+    # Optional extras (defaults keep the documented API unchanged):
+    workload: str = "open"  # or "closed"
+    energy: dict = field(default_factory=dict)  # {"radio": "lte"|"wifi"|"3g", "compute_power_w": 2.0}
+    model_cache_dir: str | None = None  # None: testbed.models default cache
+
+
+@dataclass
+class SessionResult:
+    out_dir: str
+    records_path: str
+    n_requests: int
+    cloud_compute_s: float
+    wall_s: float
+
+
+def _checkpoints(names: list[str], data: str, cache_dir: str | None, epochs_for: dict[str, int]) -> dict[str, str]:
+    from testbed.models import checkpoint_dir, load_or_train
+    from testbed.models.train import DataConfig, TrainConfig
+
+    out = {}
+    for name in names:
+        train = TrainConfig(epochs=epochs_for[name]) if name in epochs_for else TrainConfig()
+        load_or_train(name, DataConfig(name=data), cache_dir=cache_dir, train=train)
+        out[name] = str(checkpoint_dir(name, DataConfig(name=data), train, None, cache_dir).resolve())
+    return out
+
+
+def _proxy_latencies(names: list[str], input_shape) -> dict[str, float]:
+    """Full-model latency of each variant on this (proxy) host, unlimited CPU, batch 1."""
+    from testbed.models.family import measure_family
+
+    rows = measure_family(names, input_shape=tuple(input_shape), cpu_shares=(None,), repeats=10)
+    return {r["name"]: r["latency_ms"]["unlimited"] for r in rows}
+
+
+def _wait_for(paths: list[Path], procs: dict[str, Any], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not all(p.exists() for p in paths):
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                raise TestbedError(f"{name} exited with {proc.returncode} before {what}; see its log in "
+                                   f"{paths[0].parent}")
+        if time.monotonic() > end:
+            raise TestbedError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def run_session(cfg: SessionConfig) -> SessionResult:
+    """Run one session; see the module docstring."""
+    from testbed.emulation import Emulation
+    from testbed.strategies import get_strategy
+
+    wall0 = time.monotonic()
+    strategy = get_strategy(cfg.strategy, cfg.strategy_params)
+    for key, value, low in (("fps", cfg.fps, 0.0), ("duration_s", cfg.duration_s, 0.0),
+                            ("deadline_s", cfg.deadline_s, 0.0)):
+        if not isinstance(value, (int, float)) or value <= low:
+            raise ConfigError(key, f"must be a number > {low:g}, got {value!r}")
+    if cfg.workload not in ("open", "closed"):
+        raise ConfigError("workload", f"must be 'open' or 'closed', got {cfg.workload!r}")
+    wanted = strategy.models(cfg.model)
+    epochs = {v: strategy.p["variant_epochs"] for v in wanted["device"]} if "variant_epochs" in strategy.p else {}
+    device_models = _checkpoints(wanted["device"], cfg.data, cfg.model_cache_dir, epochs)
+    cloud_models = _checkpoints(wanted["cloud"], cfg.data, cfg.model_cache_dir, epochs)
+    proxy_ms = {}
+    if cfg.strategy == "device-aware":
+        from testbed.models import read_card
+
+        shape = read_card(next(iter(device_models.values())))["dataset"]["input_shape"]
+        proxy_ms = _proxy_latencies(list(device_models), shape)
+
+    out = Path(cfg.out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in list(out.glob("*.ready")) + list(out.glob("go.json")) + list(out.glob("records*.jsonl")):
+        stale.unlink()
+    python = sys.executable
+    procs: dict[str, Any] = {}
+    logs = []
+    with Emulation.from_yaml(cfg.topology, traces=cfg.traces, faults=cfg.faults, log_dir=out,
+                             params=cfg.params) as emu:
+        cloud_hosts = emu.hosts("cloud")
+        if not cloud_hosts:
+            raise ConfigError("topology", f"{cfg.topology} has no host with role 'cloud'")
+        cloud_name = cloud_hosts[0]
+        cloud = emu.host(cloud_name)
+        devices = cfg.devices or emu.hosts("device")
+        unknown = [d for d in devices if d not in emu.topology.hosts]
+        if unknown:
+            raise ConfigError("devices", f"unknown hosts {unknown}; device hosts: {', '.join(emu.hosts('device'))}")
+        try:
+            cloud_cfg = {"endpoint": f"tcp://*:{CLOUD_PORT}", "models": cloud_models,
+                         "cpu_share": emu.topology.hosts[cloud_name].cpu, "stats_path": str(out / "cloud_stats.json"),
+                         "ready_path": str(out / "cloud.ready")}
+            (out / "cloud.json").write_text(json.dumps(cloud_cfg, indent=2))
+            log_file = open(out / "cloud.log", "w")  # noqa: SIM115
+            logs.append(log_file)
+            if cloud_models:
+                procs["cloud"] = cloud.popen([python, "-m", "testbed.runtime.cloud", "--config", str(out / "cloud.json")],
+                                             stdout=log_file, stderr=log_file)
+            ready = [out / "cloud.ready"] if cloud_models else []
+            for index, name in enumerate(devices):
+                session = {
+                    "device": name, "endpoint": f"tcp://{cloud.IP()}:{CLOUD_PORT}", "t0": emu.t0,
+                    "models": device_models, "session_model": cfg.model, "data": cfg.data,
+                    "strategy": cfg.strategy, "strategy_params": cfg.strategy_params, "fps": cfg.fps,
+                    "duration_s": cfg.duration_s, "deadline_s": cfg.deadline_s, "sla": cfg.sla,
+                    "seed": cfg.seed + index, "workload": cfg.workload, "energy": cfg.energy,
+                    "cpu": emu.topology.hosts[name].cpu, "proxy_ms": proxy_ms,
+                    "out_path": str(out / f"records-{name}.jsonl"), "ready_path": str(out / f"{name}.ready"),
+                    "go_path": str(out / "go.json")}
+                (out / f"session-{name}.json").write_text(json.dumps(session, indent=2))
+                log_file = open(out / f"device-{name}.log", "w")  # noqa: SIM115
+                logs.append(log_file)
+                procs[name] = emu.host(name).popen(
+                    [python, "-m", "testbed.runtime.device", "--config", str(out / f"session-{name}.json")],
+                    stdout=log_file, stderr=log_file)
+                ready.append(out / f"{name}.ready")
+            _wait_for(ready, procs, READY_TIMEOUT_S, "all processes to be ready")
+            t_start = time.monotonic() + START_LEAD_S
+            (out / "go.json").write_text(json.dumps({"t_start": t_start, "t_start_rel": t_start - emu.t0}))
+            end = t_start + cfg.duration_s + cfg.deadline_s + 30.0
+            for name in devices:
+                proc = procs[name]
+                try:
+                    proc.wait(timeout=max(1.0, end - time.monotonic()))
+                except Exception:  # noqa: BLE001 - a hung agent must not hang the session
+                    proc.kill()
+                    raise TestbedError(f"device agent {name} did not finish; see {out}/device-{name}.log") from None
+                if proc.returncode != 0:
+                    raise TestbedError(f"device agent {name} exited with {proc.returncode}; "
+                                       f"see {out}/device-{name}.log")
+        finally:
+            if "cloud" in procs and procs["cloud"].poll() is None:
+                procs["cloud"].terminate()
+                try:
+                    procs["cloud"].wait(timeout=10)
+                except Exception:  # noqa: BLE001
+                    procs["cloud"].kill()
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+            for f in logs:
+                f.close()
+    records_path = out / "records.jsonl"
+    n = 0
+    with open(records_path, "w") as merged:
+        for name in devices:
+            part = out / f"records-{name}.jsonl"
+            if part.exists():
+                for line in part.read_text().splitlines():
+                    if line.strip():
+                        merged.write(line + "\n")
+                        n += 1
+    stats_path = out / "cloud_stats.json"
+    cloud_compute = json.loads(stats_path.read_text())["compute_s"] if stats_path.exists() else 0.0
+    return SessionResult(out_dir=str(out), records_path=str(records_path), n_requests=n,
+                         cloud_compute_s=cloud_compute, wall_s=time.monotonic() - wall0)
