@@ -83,7 +83,13 @@ def session_settings(exp: Experiment, cell: Cell, strategy: StrategySpec, repeat
     cfg = cell.config
     strat = cfg["strategies"][strategy.label]
     workload = cfg["workload"]
+    extra = {}
+    if "mode" in workload:
+        extra["workload"] = workload["mode"]
+    if cfg.get("energy"):
+        extra["energy"] = dict(cfg["energy"])
     return {
+        **extra,
         "topology": str(resolve_path(cfg["topology"], cfg.get("_base"))),
         "params": dict(cfg.get("params") or {}),
         "faults": list(cfg.get("faults") or []),

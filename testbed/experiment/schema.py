@@ -64,6 +64,7 @@ TOP_KEYS = {
     "sweep": "axis -> list of values (cells = cartesian product)",
     "sweep_link": "the link a 'trace' sweep axis replaces",
     "paper": "paper-comparison settings (see testbed.analysis.paper)",
+    "energy": "energy-model settings for the runtime, e.g. {radio: lte, compute_power_w: 2.0}",
 }
 TRACE_KEYS = {
     "file": "path to a trace file (any format testbed.traces reads)",
@@ -78,7 +79,8 @@ TRACE_KEYS = {
 }
 WORKLOAD_KEYS = {"fps": "requests per second per device (> 0)",
                  "duration_s": "seconds of workload per session (> 0)",
-                 "deadline_s": "per-request deadline in seconds (> 0)"}
+                 "deadline_s": "per-request deadline in seconds (> 0)",
+                 "mode": "open (fixed fps, default) or closed (next request when the last is answered)"}
 SPECIAL_AXES = ("bandwidth_scale", "trace")
 SWEEPABLE_ROOTS = ("params", "traces", "workload", "sla", "model", "data", "devices", "strategies")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -414,10 +416,13 @@ def parse_experiment(raw: Any, src: str = "<dict>", base: Path | None = None) ->
     # workload + sla
     workload = _mapping(src, "workload", raw["workload"], TOP_KEYS["workload"])
     _unknown(src, "workload", workload, WORKLOAD_KEYS)
-    for key in WORKLOAD_KEYS:
+    if workload.get("mode", "open") not in ("open", "closed"):
+        raise _err(src, "workload.mode", f"must be open or closed, got {workload['mode']!r}")
+    for key in ("fps", "duration_s", "deadline_s"):
         if key not in workload:
             raise _err(src, f"workload.{key}", f"missing ({WORKLOAD_KEYS[key]})")
         _number(src, f"workload.{key}", workload[key])
+    _mapping(src, "energy", raw.get("energy"), TOP_KEYS["energy"])
     sla = _mapping(src, "sla", raw.get("sla"), TOP_KEYS["sla"])
     for key, value in sla.items():
         if value is not None and not isinstance(value, (int, float, str, list)):
@@ -465,7 +470,7 @@ def parse_experiment(raw: Any, src: str = "<dict>", base: Path | None = None) ->
                            f"{', '.join(sorted(labels))}")
         elif root == "workload":
             key = axis.split(".", 1)[1] if "." in axis else ""
-            if key not in WORKLOAD_KEYS:
+            if key not in WORKLOAD_KEYS or key == "mode":
                 raise _err(src, where, f"workload axes are workload.{{{','.join(WORKLOAD_KEYS)}}}")
             for i, v in enumerate(values):
                 _number(src, f"{where}[{i}]", v)
