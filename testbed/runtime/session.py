@@ -20,7 +20,7 @@ from testbed.errors import ConfigError, TestbedError
 log = logging.getLogger("testbed.runtime.session")
 CLOUD_PORT = 5555
 READY_TIMEOUT_S = 120.0
-START_LEAD_S = 0.5  # agreed start this long after every agent is ready
+START_LEAD_S = 1.0  # agreed start this long after every agent is ready
 
 
 @dataclass
@@ -44,6 +44,9 @@ class SessionConfig:
     workload: str = "open"  # or "closed"
     energy: dict = field(default_factory=dict)  # {"radio": "lte"|"wifi"|"3g", "compute_power_w": 2.0}
     model_cache_dir: str | None = None  # None: testbed.models default cache
+    # Processes load (torch import, models, profiles) during this many seconds of emulated time;
+    # traces and faults are delayed by it, so trace time 0 is the workload's start (t0 + startup_s).
+    startup_s: float = 6.0
 
 
 @dataclass
@@ -73,6 +76,48 @@ def _proxy_latencies(names: list[str], input_shape) -> dict[str, float]:
 
     rows = measure_family(names, input_shape=tuple(input_shape), cpu_shares=(None,), repeats=10)
     return {r["name"]: r["latency_ms"]["unlimited"] for r in rows}
+
+
+def _delay_trace(trace, seconds: float):
+    """``trace`` preceded by ``seconds`` of its first rates (the start-up period)."""
+    import numpy as np
+
+    from testbed.traces import Trace
+
+    if seconds <= 0:
+        return trace
+
+    def shifted(column):
+        return None if column is None else np.concatenate(([column[0]], column))
+
+    meta = {**trace.meta, "derived": f"{trace.meta.get('derived', '')}; delayed {seconds:g} s for start-up".strip("; ")}
+    return Trace(np.concatenate(([0.0], trace.times + seconds)), shifted(trace.down_mbps), shifted(trace.up_mbps),
+                 trace.duration + seconds, shifted(trace.rtt_ms), shifted(trace.loss), meta)
+
+
+def _delayed_inputs(cfg: SessionConfig) -> tuple[dict, list]:
+    from testbed.emulation.emulation import resolve_path
+    from testbed.emulation.topology import load_topology
+    from testbed.traces import Trace, load_trace
+
+    base = resolve_path(cfg.topology)
+    traces = {}
+    for link, spec in (cfg.traces or {}).items():
+        trace = spec if isinstance(spec, Trace) else load_trace(str(resolve_path(spec, base.parent)))
+        traces[link] = _delay_trace(trace, cfg.startup_s)
+    topology = load_topology(base, params=cfg.params)
+    for name, link in topology.links.items():  # traces named in the topology file are delayed too
+        spec = link.direction("up").trace or link.direction("down").trace
+        if name not in traces and spec is not None:
+            traces[name] = _delay_trace(load_trace(str(resolve_path(spec, base.parent))), cfg.startup_s)
+    faults = []
+    for fault in cfg.faults or []:
+        fault = dict(fault)
+        for key in ("start", "end"):
+            if isinstance(fault.get(key), (int, float)) and not isinstance(fault.get(key), bool):
+                fault[key] = fault[key] + cfg.startup_s
+        faults.append(fault)
+    return traces, faults
 
 
 def _wait_for(paths: list[Path], procs: dict[str, Any], timeout: float, what: str) -> None:
@@ -118,8 +163,8 @@ def run_session(cfg: SessionConfig) -> SessionResult:
     python = sys.executable
     procs: dict[str, Any] = {}
     logs = []
-    with Emulation.from_yaml(cfg.topology, traces=cfg.traces, faults=cfg.faults, log_dir=out,
-                             params=cfg.params) as emu:
+    traces, faults = _delayed_inputs(cfg)
+    with Emulation.from_yaml(cfg.topology, traces=traces, faults=faults, log_dir=out, params=cfg.params) as emu:
         cloud_hosts = emu.hosts("cloud")
         if not cloud_hosts:
             raise ConfigError("topology", f"{cfg.topology} has no host with role 'cloud'")
@@ -153,13 +198,25 @@ def run_session(cfg: SessionConfig) -> SessionResult:
                 (out / f"session-{name}.json").write_text(json.dumps(session, indent=2))
                 log_file = open(out / f"device-{name}.log", "w")  # noqa: SIM115
                 logs.append(log_file)
-                procs[name] = emu.host(name).popen(
+                # Start-up (imports, model loading) runs outside the host's CPU limit; the agent
+                # joins the host's cgroup once ready, before the workload starts.
+                host = emu.host(name)
+                launch = super(type(host), host).popen if getattr(host, "cgroup_tasks", None) else host.popen
+                procs[name] = launch(
                     [python, "-m", "testbed.runtime.device", "--config", str(out / f"session-{name}.json")],
                     stdout=log_file, stderr=log_file)
                 ready.append(out / f"{name}.ready")
             _wait_for(ready, procs, READY_TIMEOUT_S, "all processes to be ready")
-            t_start = time.monotonic() + START_LEAD_S
-            (out / "go.json").write_text(json.dumps({"t_start": t_start, "t_start_rel": t_start - emu.t0}))
+            for name in devices:
+                tasks = getattr(emu.host(name), "cgroup_tasks", None)
+                if tasks:
+                    Path(tasks).write_text(str(procs[name].pid))
+            t_start = max(time.monotonic() + START_LEAD_S, emu.t0 + cfg.startup_s)
+            if time.monotonic() + START_LEAD_S > emu.t0 + cfg.startup_s:
+                log.warning("start-up took longer than startup_s=%g s: the workload starts %.1f s late in the "
+                            "trace", cfg.startup_s, time.monotonic() + START_LEAD_S - emu.t0 - cfg.startup_s)
+            (out / "go.json").write_text(json.dumps({"t_start": t_start, "t_start_rel": t_start - emu.t0,
+                                                    "trace_offset_s": cfg.startup_s}))
             end = t_start + cfg.duration_s + cfg.deadline_s + 30.0
             for name in devices:
                 proc = procs[name]

@@ -1,0 +1,150 @@
+"""Strategy decisions on synthetic estimates and profiles (no root, no models)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from testbed.errors import ConfigError
+from testbed.runtime.energy import EnergyModel
+from testbed.runtime.estimator import NetworkEstimator
+from testbed.runtime.records import RECORD_KEYS, new_record, validate_record
+from testbed.strategies import Context, Estimates, ModelProfile, get_strategy, list_strategies
+
+SPLITS = ["input", "b1", "b2", "b3", "b4"]
+
+
+def synthetic_profile(device_full_ms=20.0, cloud_full_ms=2.0, n=400, seed=0) -> ModelProfile:
+    """4 blocks, exits after b1, b2, b4; early exits confident on the easy half of the samples."""
+    rng = np.random.default_rng(seed)
+    device_ms = {s: device_full_ms * i / 4 for i, s in enumerate(SPLITS)}
+    cloud_ms = {s: cloud_full_ms * (4 - i) / 4 for i, s in enumerate(SPLITS)}
+    split_bytes = {s: {"float32": 4096.0 if s != "input" else 1024.0, "int8_zstd": 600.0 if s != "input" else 250.0}
+                   for s in SPLITS}
+    easy = rng.random(n) < 0.5
+    conf = np.stack([np.where(easy, 0.97, 0.6), np.where(easy, 0.99, 0.7), np.full(n, 0.99)], axis=1)
+    correct = np.stack([easy | (rng.random(n) < 0.3), easy | (rng.random(n) < 0.6), rng.random(n) < 0.98], axis=1)
+    return ModelProfile(name="m", split_points=SPLITS, device_ms=device_ms, cloud_ms=cloud_ms, split_bytes=split_bytes,
+                        exit_after=["b1", "b2", "b4"], exit_accuracy=[0.65, 0.8, 0.98], exit_head_ms=[0.1, 0.1, 0.05],
+                        confidences=conf, correct=correct)
+
+
+CONTEXT = Context(model="m", deadline_s=0.5)
+GOOD = Estimates(bw_up_mbps=50, bw_down_mbps=50, rtt_ms=1.0)
+DOWN = Estimates(bw_up_mbps=0.0, bw_down_mbps=0.0, rtt_ms=500, connected=False)
+
+
+def test_registry_lists_every_strategy():
+    assert {"device-only", "cloud-only", "neurosurgeon", "edgent", "spinn", "appealnet", "sc-ee-sparse",
+            "device-aware"} <= set(list_strategies())
+
+
+def test_unknown_strategy_lists_known_ones():
+    with pytest.raises(ConfigError, match="known: .*neurosurgeon.*spinn"):
+        get_strategy("magic")
+
+
+@pytest.mark.parametrize("params, key", [({"max_accuracy_drop": 3}, "max_accuracy_drop"),
+                                         ({"bogus": 1}, "bogus"), ({"codec": "jpeg"}, "codec"),
+                                         ({"objective": "fun"}, "objective")])
+def test_bad_parameter_names_key_and_allowed(params, key):
+    with pytest.raises(ConfigError) as info:
+        get_strategy("spinn", params)
+    assert key in info.value.where
+    assert "allowed" in str(info.value) or "must be" in str(info.value)
+
+
+def test_neurosurgeon_offloads_on_fast_link_and_stays_local_when_down():
+    ns = get_strategy("neurosurgeon")
+    profiles = {"m": synthetic_profile()}
+    assert ns.plan(GOOD, profiles, CONTEXT).split == "input"
+    assert ns.plan(DOWN, profiles, CONTEXT).split == "b4"
+    slow = Estimates(bw_up_mbps=0.01, bw_down_mbps=0.01, rtt_ms=1.0)
+    assert ns.plan(slow, profiles, CONTEXT).split == "b4"
+
+
+def test_neurosurgeon_accounts_for_server_load():
+    ns = get_strategy("neurosurgeon")
+    profiles = {"m": synthetic_profile(device_full_ms=8.0, cloud_full_ms=2.0)}
+    loaded = Estimates(bw_up_mbps=50, bw_down_mbps=50, rtt_ms=1.0, cloud_queue_ms=30.0)
+    assert ns.plan(GOOD, profiles, CONTEXT).split == "input"
+    assert ns.plan(loaded, profiles, CONTEXT).split == "b4"
+
+
+def test_edgent_picks_deepest_exit_within_requirement():
+    profiles = {"m": synthetic_profile(device_full_ms=20.0)}
+    tight = get_strategy("edgent", {"latency_ms": 12.0})
+    plan = tight.plan(DOWN, profiles, CONTEXT)  # local only: exit at b2 costs 10 ms, final 20 ms
+    assert plan.exit_index == 1 and plan.split == "b2"
+    loose = get_strategy("edgent", {"latency_ms": 100.0})
+    assert loose.plan(GOOD, profiles, CONTEXT).exit_index == 2
+
+
+def test_spinn_co_optimises_and_falls_back_when_disconnected():
+    spinn = get_strategy("spinn", {"max_accuracy_drop": 0.05})
+    profiles = {"m": synthetic_profile()}
+    online = spinn.plan(GOOD, profiles, CONTEXT)
+    assert online.fallback and online.exit_threshold is not None and online.split != "b4"
+    offline = spinn.plan(DOWN, profiles, CONTEXT)
+    assert offline.split == "b4" and offline.fallback
+
+
+def test_progressive_statistics_match_construction():
+    profile = synthetic_profile()
+    stats = profile.progressive("b2", 0.95)
+    assert 0.4 < stats["exit_rate"][0] < 0.6  # the easy half leaves at the first exit
+    assert stats["p_offload"] == pytest.approx(1 - stats["p_device"])
+
+
+def test_appealnet_uses_validation_quantile_and_stops_appealing_when_down():
+    profile = ModelProfile(name="appealnet-edge", split_points=["input", "edge"], device_ms={"input": 0, "edge": 1},
+                           cloud_ms={"input": 1, "edge": 0}, split_bytes={}, appeal_q=np.linspace(0, 1, 101),
+                           kind="appeal")
+    strategy = get_strategy("appealnet", {"appeal_rate": 0.3})
+    plan = strategy.plan(GOOD, {"appealnet-edge": profile}, CONTEXT)
+    assert plan.appeal_threshold == pytest.approx(0.3) and plan.fallback
+    assert strategy.plan(DOWN, {"appealnet-edge": profile}, CONTEXT).appeal_threshold == 0.0
+
+
+def test_device_aware_picks_most_accurate_variant_meeting_target():
+    fast, slow = synthetic_profile(), synthetic_profile()
+    fast.name, slow.name = "a", "b"
+    fast.exit_accuracy, slow.exit_accuracy = [0.5, 0.6, 0.9], [0.5, 0.6, 0.95]
+    fast.extra, slow.extra = {"proxy_ms": 1.0, "device_ms_measured": 4.0}, {"proxy_ms": 3.0}
+    strategy = get_strategy("device-aware", {"variants": ["a", "b"], "latency_target_ms": 13.0})
+    strategy.setup({"a": fast, "b": slow}, CONTEXT, GOOD)
+    assert strategy.speed_factor == pytest.approx(4.0) and strategy.variant == "b"  # 3 ms x 4 = 12 ms
+    strategy = get_strategy("device-aware", {"variants": ["a", "b"], "latency_target_ms": 5.0})
+    strategy.setup({"a": fast, "b": slow}, CONTEXT, GOOD)
+    assert strategy.variant == "a"
+
+
+def test_estimator_reacts_to_outage_and_recovery():
+    est = NetworkEstimator()
+    est.on_success(0.0, 16384, 0, 16384 * 8 / 20e6, None, 0.002)
+    assert est.estimates(0.0).connected
+    est.on_failure(1.0, 0.5)
+    est.on_failure(1.5, 0.5)
+    down = est.estimates(1.5)
+    assert not down.connected and down.bw_up_mbps < 5
+    est.on_success(2.0, 16384, 0, 16384 * 8 / 20e6, None, 0.002)
+    assert est.estimates(2.0).connected and est.estimates(2.0).bw_up_mbps > 5
+
+
+def test_energy_model_charges_compute_radio_and_tail():
+    model = EnergyModel.from_dict({"radio": "lte", "compute_power_w": 2.0})
+    assert model.request_energy(0.01) == pytest.approx(0.02)
+    first = model.request_energy(0.0, 8000, 800, 0.01, 0.0, 0.01)
+    second = model.request_energy(0.0, 8000, 800, 0.01, 1.0, 1.01)
+    assert first > 0.3  # promotion
+    assert second == pytest.approx(1.06 * 0.99 + (438.39 * 0.064 + 51.97 * 0.0064 + 1288.04 * 0.01) / 1e3, rel=1e-3)
+    with pytest.raises(ConfigError, match="radio"):
+        EnergyModel.from_dict({"radio": "5g-magic"})
+
+
+def test_record_schema():
+    record = new_record(request_id=0, device="d", strategy="s", t_arrival=1.0, t_finish=1.5, deadline_s=1.0,
+                        latency_s=0.5, outcome="cloud", prediction=3, label=3, correct=True, energy_j=0.1)
+    assert tuple(record) == RECORD_KEYS and validate_record(record) == []
+    record["outcome"] = "lost"
+    assert validate_record(record)
