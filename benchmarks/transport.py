@@ -31,8 +31,12 @@ SIZES = [1_000, 16_000, 256_000, 1_000_000, 4_000_000, 16_000_000, 64_000_000]
 # -- plain TCP echo baseline ---------------------------------------------------------
 
 
-def plain_server(port: int) -> None:
-    """Length-prefixed echo: recv_into a buffer, sendall it back (the best a socket can do)."""
+def plain_server(port: int, fresh: bool) -> None:
+    """Length-prefixed echo: recv_into a buffer, sendall it back (the best a socket can do).
+
+    ``fresh``: receive every message into a newly allocated array, as a receiver that hands
+    the tensor to its caller must (the transport does); otherwise one preallocated buffer.
+    """
     listener = socket.create_server(("127.0.0.1", port))
     print("ready", flush=True)
     conn, _ = listener.accept()
@@ -43,7 +47,7 @@ def plain_server(port: int) -> None:
         if head is None:
             return
         (size,) = struct.unpack("<Q", head)
-        view = memoryview(buffer)[:size]
+        view = memoryview(np.empty(size, np.uint8)) if fresh else memoryview(buffer)[:size]
         recv_exact(conn, view)
         conn.sendall(struct.pack("<Q", size))
         conn.sendall(view)
@@ -88,16 +92,19 @@ class RawZmqClient:
 
 
 class PlainClient:
-    def __init__(self, port: int):
+    def __init__(self, port: int, fresh: bool):
         self.conn = socket.create_connection(("127.0.0.1", port))
         self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.head = memoryview(bytearray(8))
+        self.fresh = fresh
+        self.out = np.empty(max(SIZES), np.uint8)
 
-    def roundtrip(self, payload: np.ndarray, out: np.ndarray) -> None:
+    def roundtrip(self, payload: np.ndarray) -> None:
         self.conn.sendall(struct.pack("<Q", payload.nbytes))
         self.conn.sendall(memoryview(payload).cast("B"))
         recv_exact(self.conn, self.head)
-        recv_exact(self.conn, memoryview(out).cast("B"))
+        out = np.empty(payload.nbytes, np.uint8) if self.fresh else self.out[: payload.nbytes]
+        recv_exact(self.conn, memoryview(out))
 
 
 # -- measurement helpers -------------------------------------------------------------------
@@ -114,66 +121,84 @@ def repeats_for(size: int, quick: bool) -> int:
     return int(min(2000 if size < 100_000 else 200, max(5, budget // max(size, 1))))
 
 
-def timed(fn, repeats: int, warmup: int = 3) -> float:
-    """Median seconds per call."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+def side_by_side(fns: dict, repeats: int, rounds: int, warmup: int = 3) -> dict[str, float]:
+    """Median seconds per call of each fn, interleaved in ``rounds`` so drift hits all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    per_round = max(3, repeats // rounds)
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            for _ in range(warmup):
+                fn()
+            for _ in range(per_round):
+                start = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def start(cmd: list[str]) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
-def loopback(quick: bool) -> tuple[list[dict], list[dict]]:
+def loopback(quick: bool, rounds: int, big_chunk: int) -> tuple[list[dict], list[dict]]:
     from testbed.transport import Client
 
-    zport, pport, rport = free_port(), free_port(), free_port()
-    zserver = start([sys.executable, "-m", "testbed.transport.server", "--endpoint", f"tcp://127.0.0.1:{zport}",
-                     "--workers", "1"])
-    pserver = start([sys.executable, __file__, "--plain-server", str(pport)])
-    rserver = start([sys.executable, __file__, "--raw-zmq-server", str(rport)])
-    pserver.stdout.readline()
-    rserver.stdout.readline()
+    ports = {name: free_port() for name in ("zmq", "zmq_big", "tcp", "tcp_fresh", "raw", "raw_big")}
+    server = [sys.executable, "-m", "testbed.transport.server", "--workers", "1"]
+    procs = [
+        start(server + ["--endpoint", f"tcp://127.0.0.1:{ports['zmq']}"]),
+        start(server + ["--endpoint", f"tcp://127.0.0.1:{ports['zmq_big']}", "--chunk-kib", str(big_chunk // 1024)]),
+    ]
+    waits = [start([sys.executable, __file__, "--plain-server", str(ports["tcp"])]),
+             start([sys.executable, __file__, "--plain-server", str(ports["tcp_fresh"]), "--fresh"]),
+             start([sys.executable, __file__, "--raw-zmq-server", str(ports["raw"])]),
+             start([sys.executable, __file__, "--raw-zmq-server", str(ports["raw_big"])])]
+    procs += waits
+    for proc in waits:
+        proc.stdout.readline()
     rows, small = [], []
     try:
-        plain = PlainClient(pport)
-        raw = RawZmqClient(rport)
-        with Client(f"tcp://127.0.0.1:{zport}") as client:
-            while not client.ping(1.0).ok:
-                pass
+        plain, plain_fresh = PlainClient(ports["tcp"], False), PlainClient(ports["tcp_fresh"], True)
+        raw, raw_big = RawZmqClient(ports["raw"]), RawZmqClient(ports["raw_big"], big_chunk)
+        with Client(f"tcp://127.0.0.1:{ports['zmq']}") as client, \
+                Client(f"tcp://127.0.0.1:{ports['zmq_big']}", chunk=big_chunk) as client_big:
+            for c in (client, client_big):
+                while not c.ping(1.0).ok:  # also tells the client the server's max_chunk
+                    pass
             for size in ([16, 1_000] + SIZES[1:2]):
                 payload = np.ones(size // 4, np.float32)
-                out = np.empty_like(payload)
-                t_zmq = timed(lambda p=payload: client.request([p], deadline_s=10), repeats_for(size, quick) * 2)
-                t_tcp = timed(lambda p=payload, o=out: plain.roundtrip(p, o), repeats_for(size, quick) * 2)
-                t_raw = timed(lambda p=payload: raw.roundtrip(p), repeats_for(size, quick) * 2)
-                small.append({"bytes": size, "zmq_us": t_zmq * 1e6, "tcp_us": t_tcp * 1e6, "raw_us": t_raw * 1e6,
-                              "overhead_us": (t_zmq - t_tcp) * 1e6})
+                t = side_by_side({
+                    "zmq": lambda p=payload: client.request([p], deadline_s=10),
+                    "pool": lambda p=payload: client.request([p], op="sleep", meta={"sleep_s": 0}, deadline_s=10),
+                    "tcp": lambda p=payload: plain.roundtrip(p),
+                    "raw": lambda p=payload: raw.roundtrip(p),
+                }, repeats_for(size, quick) * 2, rounds)
+                small.append({"bytes": size, **{f"{k}_us": v * 1e6 for k, v in t.items()},
+                              "overhead_us": (t["zmq"] - t["tcp"]) * 1e6})
+            t = side_by_side({"ping": lambda: client.ping(10)}, repeats_for(16, quick) * 2, rounds)
+            small.append({"bytes": 0, "ping_us": t["ping"] * 1e6})
             for size in SIZES:
                 payload = np.random.default_rng(0).integers(0, 255, size, np.uint8)
-                out = np.empty_like(payload)
 
-                def zmq_roundtrip(p=payload):
-                    result = client.request([p], deadline_s=30)
+                def zmq_roundtrip(c, p=payload):
+                    result = c.request([p], deadline_s=30)
                     assert result.ok and result.tensors["0"].nbytes == p.nbytes, result.error
 
-                reps = repeats_for(size, quick)
-                t_zmq = timed(zmq_roundtrip, reps)
-                t_tcp = timed(lambda p=payload, o=out: plain.roundtrip(p, o), reps)
-                t_raw = timed(lambda p=payload: raw.roundtrip(p), reps)
-                rows.append({"bytes": size, "zmq_ms": t_zmq * 1e3, "tcp_ms": t_tcp * 1e3, "raw_ms": t_raw * 1e3,
-                             "raw_ratio": t_tcp / t_raw,
-                             "zmq_MBps": 2 * size / t_zmq / 1e6, "tcp_MBps": 2 * size / t_tcp / 1e6,
-                             "ratio": t_tcp / t_zmq})
-        plain.conn.close()
+                t = side_by_side({
+                    "zmq": lambda: zmq_roundtrip(client),
+                    "zmq_big": lambda: zmq_roundtrip(client_big),
+                    "tcp": lambda p=payload: plain.roundtrip(p),
+                    "tcp_fresh": lambda p=payload: plain_fresh.roundtrip(p),
+                    "raw": lambda p=payload: raw.roundtrip(p),
+                    "raw_big": lambda p=payload: raw_big.roundtrip(p),
+                }, repeats_for(size, quick), rounds)
+                rows.append({"bytes": size, **{f"{k}_ms": v * 1e3 for k, v in t.items()},
+                             **{f"{k}_ratio": t["tcp"] / v for k, v in t.items()},
+                             "zmq_big_fresh_ratio": t["tcp_fresh"] / t["zmq_big"]})
+        for c in (plain, plain_fresh):
+            c.conn.close()
     finally:
-        for proc in (zserver, pserver, rserver):
+        for proc in procs:
             proc.terminate()
             proc.wait(10)
     return rows, small
@@ -189,8 +214,9 @@ def codecs_table() -> list[dict]:
     for codec in available_codecs():
         encoded = encode(fmap, codec)
         wire = np.frombuffer(bytearray(encoded.payload), np.uint8)
-        t_enc = timed(lambda c=codec: encode(fmap, c), 50)
-        t_dec = timed(lambda d=encoded.descriptor, w=wire: decode(d, w), 50)
+        t = side_by_side({"enc": lambda c=codec: encode(fmap, c),
+                          "dec": lambda d=encoded.descriptor, w=wire: decode(d, w)}, 50, 1)
+        t_enc, t_dec = t["enc"], t["dec"]
         err = float(np.abs(np.asarray(decode(encoded.descriptor, wire)) - fmap).max())
         rows.append({"codec": codec, "bytes": encoded.descriptor["nbytes"], "ratio": fmap.nbytes / encoded.descriptor["nbytes"],
                      "encode_us": t_enc * 1e6, "decode_us": t_dec * 1e6, "max_err": err})
@@ -263,33 +289,49 @@ def human(size: int) -> str:
 
 
 def main() -> int:
+    from testbed.transport.protocol import CHUNK, chunk_for_link
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per measurement (default 3)")
+    parser.add_argument("--big-chunk-kib", type=int, default=4096,
+                        help="chunk of the fast-link configuration (default 4096 = chunk_for_link(1 Gbit/s, 3 s))")
     parser.add_argument("--no-emulation", action="store_true", help="skip (c)")
     parser.add_argument("--plain-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--fresh", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--raw-zmq-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_server:
-        plain_server(args.plain_server)
+        plain_server(args.plain_server, args.fresh)
         return 0
     if args.raw_zmq_server:
         raw_zmq_server(args.raw_zmq_server)
         return 0
 
-    rows, small = loopback(args.quick)
-    print("(a) loopback echo round trip, median; goodput counts bytes both ways.")
-    print("    transport = testbed.transport Client/Server (1 worker); tcp = sendall/recv_into;")
-    print("    bare zmq = pyzmq DEALER->ROUTER echo of the same chunks (no header, no workers)")
-    print(f"{'size':>8} {'transport ms':>13} {'tcp ms':>9} {'bare zmq ms':>12} {'transport MB/s':>15} "
-          f"{'tcp MB/s':>9} {'transport/tcp':>14} {'bare zmq/tcp':>13}")
+    big = args.big_chunk_kib * 1024
+    rows, small = loopback(args.quick, args.rounds, big)
+    print(f"(a) loopback echo round trip, median of {args.rounds} interleaved rounds; goodput counts bytes both ways.")
+    print(f"    transport = testbed.transport Client/Server, chunk {CHUNK >> 10} KiB (default) or {big >> 10} KiB "
+          f"(chunk_for_link(1 Gbit/s, 3 s) = {chunk_for_link(1e9, 3.0) >> 10} KiB);")
+    print("    tcp = sendall/recv_into into one preallocated buffer, tcp fresh = a new array per message (as the")
+    print("    transport delivers); bare zmq = pyzmq DEALER->ROUTER echo of the same chunks (no header, no copy out)")
+    print(f"{'size':>8} {'transport':>10} {'tr. big':>8} {'tcp':>7} {'tcp fresh':>10} {'bare zmq':>9} "
+          f"{'bare big':>9} {'MB/s big':>9} | {'tr/tcp':>7} {'big/tcp':>8} {'big/fresh':>10} {'bare/tcp':>9} "
+          f"{'bare big/tcp':>13}")
     for r in rows:
-        print(f"{human(r['bytes']):>8} {r['zmq_ms']:13.3f} {r['tcp_ms']:9.3f} {r['raw_ms']:12.3f} "
-              f"{r['zmq_MBps']:15.0f} {r['tcp_MBps']:9.0f} {r['ratio']:14.2f} {r['raw_ratio']:13.2f}")
-    print("\n(b) per-message overhead (small tensors, median round trip)")
-    print(f"{'size':>8} {'transport us':>13} {'tcp us':>9} {'bare zmq us':>12} {'overhead vs tcp us':>19}")
+        print(f"{human(r['bytes']):>8} {r['zmq_ms']:8.3f}ms {r['zmq_big_ms']:8.3f} {r['tcp_ms']:7.3f} "
+              f"{r['tcp_fresh_ms']:10.3f} {r['raw_ms']:9.3f} {r['raw_big_ms']:9.3f} "
+              f"{2 * r['bytes'] / r['zmq_big_ms'] / 1e3:9.0f} | {r['zmq_ratio']:7.2f} {r['zmq_big_ratio']:8.2f} "
+              f"{r['zmq_big_fresh_ratio']:10.2f} {r['raw_ratio']:9.2f} {r['raw_big_ratio']:13.2f}")
+    print("\n(b) per-message overhead (small tensors, median round trip, us); transport echo runs inline in the")
+    print("    server's I/O thread, 'via pool' is the same echo through the worker pool (op=sleep, 0 s)")
+    print(f"{'size':>8} {'transport':>10} {'via pool':>9} {'tcp':>7} {'bare zmq':>9} {'overhead vs tcp':>16}")
     for r in small:
-        print(f"{human(r['bytes']):>8} {r['zmq_us']:13.1f} {r['tcp_us']:9.1f} {r['raw_us']:12.1f} "
-              f"{r['overhead_us']:19.1f}")
+        if "ping_us" in r:
+            print(f"{'ping':>8} {r['ping_us']:10.1f}")
+            continue
+        print(f"{human(r['bytes']):>8} {r['zmq_us']:10.1f} {r['pool_us']:9.1f} {r['tcp_us']:7.1f} "
+              f"{r['raw_us']:9.1f} {r['overhead_us']:16.1f}")
     print("\n(c) emulated link (upload of ~2 s of data, op=discard)")
     if args.no_emulation:
         print("    skipped: --no-emulation")

@@ -267,7 +267,7 @@ def test_deadline_timeout_then_late_reply_counted_not_delivered(client, server):
 def test_request_expires_in_queue():
     with Server("tcp://127.0.0.1:*", workers=1, max_queue=4) as srv, Client(srv.bound_endpoint) as c:
         first = c.submit([np.ones(2)], op="sleep", meta={"sleep_s": 0.4}, deadline_s=2)
-        second = c.submit([np.ones(2)], op="echo", deadline_s=0.2)
+        second = c.submit([np.ones(2)], op="sleep", meta={"sleep_s": 0}, deadline_s=0.2)
         results = {}
         while len(results) < 2:
             results.update((r.seq, r) for r in c.poll(2))
@@ -275,6 +275,70 @@ def test_request_expires_in_queue():
         time.sleep(0.1)
         c.poll(0.1)
         assert srv.stats.expired == 1 and c.late_replies == 1
+
+
+def test_inline_echo_is_not_queued_behind_slow_jobs():
+    with Server("tcp://127.0.0.1:*", workers=1, max_queue=1) as srv, Client(srv.bound_endpoint) as c:
+        slow = c.submit([np.ones(2)], op="sleep", meta={"sleep_s": 0.5}, deadline_s=3)
+        queued = c.submit([np.ones(2)], op="sleep", meta={"sleep_s": 0}, deadline_s=3)
+        start = time.monotonic()
+        echo = c.request([np.arange(3)], op="echo", deadline_s=2)  # queue full, worker busy: still answered
+        assert echo.ok and echo.info["worker"] == -1 and time.monotonic() - start < 0.3
+        assert (echo.tensors["0"] == np.arange(3)).all()
+        results = {}
+        while len(results) < 2:
+            results.update((r.seq, r) for r in c.poll(3))
+        assert results[slow].ok and results[queued].ok
+        # dedupe and the reply cache still apply to inline ops
+        header_seq = echo.seq
+        assert header_seq in c._resolved and srv.stats.results >= 3
+
+
+def test_inline_ops_configurable():
+    with Server("tcp://127.0.0.1:*", inline_ops=[]) as srv, Client(srv.bound_endpoint) as c:
+        result = c.request([np.ones(2)], op="echo", deadline_s=2)
+        assert result.ok and result.info["worker"] >= 0
+
+
+def test_chunk_for_link():
+    from testbed.transport.protocol import CHUNK_LIMIT, MIN_CHUNK, chunk_for_link
+
+    assert chunk_for_link(2e6, 3.0) == 128 * 1024  # 128 KiB at 2 Mbit/s: 0.5 s, 1/6 of the timeout
+    assert chunk_for_link(1e9, 3.0) == CHUNK_LIMIT
+    assert chunk_for_link(1e3, 0.1) == MIN_CHUNK
+    rate, timeout = 10e6, 3.0
+    assert chunk_for_link(rate, timeout) * 8 / rate * 4 <= timeout
+
+
+@pytest.mark.parametrize("server_chunk,client_chunk", [(4 << 20, 4 << 20), (CHUNK, 4 << 20), (4 << 20, CHUNK)])
+def test_big_chunks_negotiated(server_chunk, client_chunk):
+    """Frames above 256 KiB only go to a peer that said it accepts them (else MAXMSGSIZE drops the link)."""
+    payload = np.random.default_rng(1).integers(0, 255, 9 << 20, np.uint8)
+    with Server("tcp://127.0.0.1:*", chunk=server_chunk) as srv, \
+            Client(srv.bound_endpoint, chunk=client_chunk) as c:
+        for _ in range(2):  # the first reply tells the client the server's max_chunk
+            result = c.request([payload], op="echo", deadline_s=10)
+            assert result.ok, result.error
+            assert (result.tensors["0"] == payload).all() and result.tensors["0"].flags.writeable
+        assert c.disconnects == 0 and c.resends == 0 and srv.stats.malformed == 0
+        assert c._peer_max_chunk == max(server_chunk, CHUNK)
+
+
+def test_max_chunk_header_validated():
+    header = {"v": 1, "kind": "infer", "client": "c", "seq": 1, "deadline_ns": 0, "tensors": [], "max_chunk": 10}
+    with pytest.raises(ProtocolError, match="max_chunk"):
+        decode_header(json.dumps(header).encode())
+    big = {"name": "0", "dtype": "uint8", "shape": [8 << 20], "nbytes": 8 << 20, "chunks": 2}
+    with pytest.raises(ProtocolError, match="chunks"):  # 4 MiB frames exceed the default receiver limit
+        decode_header(json.dumps(dict(header, max_chunk=CHUNK, tensors=[big])).encode())
+    assert decode_header(json.dumps(dict(header, max_chunk=CHUNK, tensors=[big])).encode(), 4 << 20)
+
+
+def test_chunk_out_of_range_refused():
+    with pytest.raises(ValueError, match="chunk"):
+        Client("tcp://127.0.0.1:9", chunk=100)
+    with pytest.raises(ValueError, match="chunk"):
+        Server("tcp://127.0.0.1:*", chunk=1 << 30)
 
 
 def test_server_absent_client_times_out_and_closes_fast():

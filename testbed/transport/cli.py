@@ -31,6 +31,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--curve", metavar="KEY_DIR", help="require CURVE with keys from `testbed keys KEY_DIR`")
     parser.add_argument("--op", action="append", default=[], metavar="NAME=MODULE:CALLABLE",
                         help="extra handler, e.g. resnet=testbed.models.serving:resnet_handler (repeatable)")
+    parser.add_argument("--chunk-kib", type=int, default=256,
+                        help="reply frame size in KiB; also the largest request frame accepted when bigger than "
+                             "256 (default %(default)s; keep one chunk under heartbeat-timeout/4 at the slowest rate)")
+    parser.add_argument("--inline", action="append", default=None, metavar="OP",
+                        help="run OP in the I/O thread instead of the worker pool (repeatable; "
+                             "default: echo, discard); --inline none runs every op in the pool")
     parser.add_argument("--local-clock", action="store_true",
                         help="clients run on another machine: deadlines count from reception (budget_ns)")
 
@@ -62,7 +68,8 @@ def run_serve(args: argparse.Namespace) -> int:
     server = Server(args.endpoint, handlers=_load_handlers(args.op), workers=args.workers,
                     max_queue=args.max_queue, heartbeat_ivl=args.heartbeat_ivl,
                     heartbeat_timeout=args.heartbeat_timeout, curve_dir=args.curve,
-                    shared_clock=not args.local_clock)
+                    shared_clock=not args.local_clock, chunk=args.chunk_kib * 1024,
+                    inline_ops=None if args.inline is None else [op for op in args.inline if op != "none"])
 
     def stop(signum: int, _frame: object) -> None:
         server.stop()

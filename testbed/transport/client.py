@@ -25,8 +25,10 @@ from testbed.transport.codecs import Encoded, decode, encode
 from testbed.transport.keys import CurveKeys
 from testbed.transport.protocol import (
     CHUNK,
+    MAX_CHUNK,
     VERSION,
     ProtocolError,
+    check_chunk,
     now_ns,
     receive_message,
     send_message,
@@ -99,11 +101,18 @@ class Client:
     unnoticed; in-flight requests lost with a connection are resent (same seq, next
     attempt) when it comes back, and the server answers a duplicate from its cache.
     ``curve`` is a key directory (see ``testbed keys``) or :class:`CurveKeys`.
+
+    ``chunk`` is the payload frame size wanted for requests (keep one chunk's transfer
+    at the slowest rate under ``heartbeat_timeout / 4``: see ``chunk_for_link``). Frames
+    above the 256 KiB default are only used once a reply has shown that the server
+    accepts them (its ``max_chunk``); ``max_chunk`` (default ``max(chunk, 256 KiB)``)
+    is the largest reply frame this client accepts, advertised in every request.
     """
 
     def __init__(self, endpoint: str, *, heartbeat_ivl: float = 0.5, heartbeat_timeout: float = 3.0,
                  curve: str | Path | CurveKeys | None = None, hwm: int = 8, reconnect_ivl: float = 0.1,
                  reconnect_ivl_max: float = 2.0, reset_after_timeouts: int = 2, chunk: int = CHUNK,
+                 max_chunk: int | None = None, sndbuf: int = -1, rcvbuf: int = -1,
                  context: zmq.Context | None = None):
         self.endpoint = endpoint
         self.client_id = uuid.uuid4().hex
@@ -113,7 +122,10 @@ class Client:
         self.reconnect_ivl = reconnect_ivl
         self.reconnect_ivl_max = reconnect_ivl_max
         self.reset_after_timeouts = reset_after_timeouts
-        self.chunk = chunk
+        self.chunk = check_chunk(chunk)
+        self.max_chunk = check_chunk(max(chunk, MAX_CHUNK) if max_chunk is None else max_chunk, "max_chunk")
+        self.sndbuf, self.rcvbuf = sndbuf, rcvbuf
+        self._peer_max_chunk = MAX_CHUNK  # what the server accepts: protocol default until a reply says more
         self.curve = CurveKeys.from_dir(curve) if isinstance(curve, (str, Path)) else curve
         self._own_context = context is None
         self._ctx = context or zmq.Context()
@@ -142,7 +154,7 @@ class Client:
     def _open_socket(self) -> None:
         sock = self._ctx.socket(zmq.DEALER)
         configure(sock, heartbeat_ivl=self.heartbeat_ivl, heartbeat_timeout=self.heartbeat_timeout,
-                  hwm=self.hwm, linger_s=0)
+                  hwm=self.hwm, linger_s=0, max_chunk=self.max_chunk, sndbuf=self.sndbuf, rcvbuf=self.rcvbuf)
         sock.setsockopt(zmq.IMMEDIATE, 1)  # no queue for an absent peer: fail fast, nothing stale
         sock.setsockopt(zmq.RECONNECT_IVL, int(self.reconnect_ivl * 1000))
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(self.reconnect_ivl_max * 1000))
@@ -174,6 +186,7 @@ class Client:
         log.info("client %s: re-creating socket to %s", self.client_id[:8], self.endpoint)
         self._close_socket()
         self.socket_resets += 1
+        self._peer_max_chunk = MAX_CHUNK
         for pending in self._pending.values():
             pending.sent = False
         self._open_socket()
@@ -224,7 +237,7 @@ class Client:
         header = {
             "v": VERSION, "kind": kind, "client": self.client_id, "seq": seq, "attempt": 0,
             "op": op, "deadline_ns": deadline_ns, "reply_codec": reply_codec, "meta": meta or {},
-            "tensors": [e.descriptor for e in encoded], "t": {},
+            "tensors": [e.descriptor for e in encoded], "t": {}, "max_chunk": self.max_chunk,
         }
         pending = _Pending(seq, op, header, encoded, deadline_ns, t_submit,
                            sum(e.encode_s for e in encoded), sum(e.descriptor["nbytes"] for e in encoded))
@@ -243,7 +256,8 @@ class Client:
         header["budget_ns"] = max(0, pending.deadline_ns - now)  # for servers that cannot share our clock
         header["t"] = {"send": now}
         try:
-            send_message(self._sock, header, [e.payload for e in pending.encoded], chunk=self.chunk)
+            send_message(self._sock, header, [e.payload for e in pending.encoded],
+                         chunk=min(self.chunk, self._peer_max_chunk))
         except zmq.Again:
             return False  # no connected peer (IMMEDIATE) or HWM reached: retried by poll()
         if pending.attempts:
@@ -316,6 +330,7 @@ class Client:
                 log.debug("client %s: connected to %s", self.client_id[:8], self.endpoint)
             elif kind == zmq.EVENT_DISCONNECTED:
                 self.disconnects += 1
+                self._peer_max_chunk = MAX_CHUNK  # the server may come back with other settings
                 log.info("client %s: disconnected from %s", self.client_id[:8], self.endpoint)
                 # queued and in-flight messages of that connection are gone: resend on reconnect
                 for pending in self._pending.values():
@@ -345,7 +360,7 @@ class Client:
     def _receive_all(self) -> None:
         while True:
             try:
-                header, buffers, nbytes = receive_message(self._sock)
+                header, buffers, nbytes = receive_message(self._sock, self.max_chunk)
             except zmq.Again:
                 return
             except ProtocolError as exc:
@@ -370,6 +385,8 @@ class Client:
                 self.stray_replies += 1
             return
         self._consecutive_timeouts = 0
+        if "max_chunk" in header:  # validated by decode_header
+            self._peer_max_chunk = header["max_chunk"]
         status = STATUS_OF_KIND[header["kind"]]
         error = f"{header.get('code', header['kind'])}: {header.get('message', '')}" if status != "ok" else ""
         start = time.perf_counter()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,10 +26,12 @@ MAGIC = MAGIC_PREFIX + bytes([VERSION])
 KiB = 1024
 MiB = 1024 * KiB
 
-CHUNK = 256 * KiB  # payload frame size the sender uses; heartbeats must fit one frame
-MAX_CHUNK = 256 * KiB  # largest payload frame a receiver accepts
+CHUNK = 256 * KiB  # default payload frame size; heartbeats must fit one frame at the slowest rate
+MAX_CHUNK = 256 * KiB  # default largest payload frame a receiver accepts
+CHUNK_LIMIT = 16 * MiB  # largest chunk / max_chunk a peer may be configured with
 MAX_HEADER = 4 * KiB
-MAX_FRAME = MAX_CHUNK + 64 * KiB  # ZMQ_MAXMSGSIZE: libzmq refuses larger frames before allocating
+FRAME_SLACK = 64 * KiB  # ZMQ_MAXMSGSIZE = max_chunk + this (header frame and slack)
+MAX_FRAME = MAX_CHUNK + FRAME_SLACK  # ZMQ_MAXMSGSIZE: libzmq refuses larger frames before allocating
 MAX_TENSOR = 64 * MiB  # per tensor, both on the wire and decoded
 MAX_MESSAGE = 128 * MiB  # all tensors of one message together
 MAX_TENSORS = 64
@@ -69,6 +70,27 @@ class ProtocolError(Exception):
         self.header = header or {}
 
 
+def check_chunk(chunk: int, what: str = "chunk") -> int:
+    """A chunk size is an int in [MIN_CHUNK, CHUNK_LIMIT]; returns it."""
+    if not _is_int(chunk) or not MIN_CHUNK <= chunk <= CHUNK_LIMIT:
+        raise ValueError(f"{what}={chunk!r} must be an int in [{MIN_CHUNK}, {CHUNK_LIMIT}]")
+    return chunk
+
+
+def chunk_for_link(min_rate_bps: float, heartbeat_timeout: float, *, safety: float = 4.0) -> int:
+    """Largest chunk whose transfer at ``min_rate_bps`` fits ``heartbeat_timeout / safety``.
+
+    libzmq resets its heartbeat timer only when a whole frame is decoded, so one chunk
+    must cross the slowest link well within the timeout. Rounded down to a power of two
+    in [MIN_CHUNK, CHUNK_LIMIT]: 2 Mbit/s with 3 s gives 128 KiB, 1 Gbit/s gives 16 MiB.
+    """
+    budget = min_rate_bps / 8 * heartbeat_timeout / safety
+    chunk = MIN_CHUNK
+    while chunk * 2 <= min(budget, CHUNK_LIMIT):
+        chunk *= 2
+    return chunk
+
+
 def now_ns() -> int:
     """The one clock of the testbed: CLOCK_MONOTONIC, shared by all network namespaces."""
     return time.monotonic_ns()
@@ -90,8 +112,12 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def decode_header(raw: bytes | memoryview) -> dict:
-    """Parse and validate a header frame (any kind); raises ProtocolError."""
+def decode_header(raw: bytes | memoryview, max_chunk: int = MAX_CHUNK) -> dict:
+    """Parse and validate a header frame (any kind); raises ProtocolError.
+
+    ``max_chunk`` is the largest payload frame this receiver accepts (its MAXMSGSIZE
+    minus slack); it bounds the smallest legal ``chunks`` count.
+    """
     _require(len(raw) <= MAX_HEADER, "header_too_large", f"header is {len(raw)} bytes > {MAX_HEADER}")
     try:
         header = json.loads(bytes(raw).decode("utf-8"))
@@ -109,6 +135,9 @@ def decode_header(raw: bytes | memoryview) -> dict:
     if kind in REQUEST_KINDS:
         _require(_is_int(header.get("deadline_ns")), "malformed_header", "deadline_ns must be an int", echo)
         _require(isinstance(header.get("op", ""), str), "malformed_header", "op must be a string", echo)
+    if "max_chunk" in header:
+        _require(_is_int(header["max_chunk"]) and MIN_CHUNK <= header["max_chunk"] <= CHUNK_LIMIT,
+                 "malformed_header", f"max_chunk must be an int in [{MIN_CHUNK}, {CHUNK_LIMIT}]", echo)
     for key in ("meta", "t", "info"):
         _require(isinstance(header.get(key, {}), dict), "malformed_header", f"{key} must be an object", echo)
     descriptors = header.get("tensors", [])
@@ -116,7 +145,7 @@ def decode_header(raw: bytes | memoryview) -> dict:
     _require(len(descriptors) <= MAX_TENSORS, "too_large", f"{len(descriptors)} tensors > {MAX_TENSORS}", echo)
     total = 0
     for index, desc in enumerate(descriptors):
-        total += validate_descriptor(desc, index, echo)
+        total += validate_descriptor(desc, index, echo, max_chunk)
     _require(total <= MAX_MESSAGE, "too_large", f"message carries {total} bytes > {MAX_MESSAGE}", echo)
     header.setdefault("attempt", 1)
     header.setdefault("tensors", [])
@@ -133,7 +162,7 @@ def checked_numel(shape: Sequence[int], limit: int) -> int:
     return numel
 
 
-def validate_descriptor(desc: Any, index: int, echo: dict | None = None) -> int:
+def validate_descriptor(desc: Any, index: int, echo: dict | None = None, max_chunk: int = MAX_CHUNK) -> int:
     """Check one tensor descriptor against the limits; returns its wire byte length."""
     from testbed.transport.codecs import CodecError, validate_codec  # codecs imports this module
 
@@ -152,9 +181,9 @@ def validate_descriptor(desc: Any, index: int, echo: dict | None = None) -> int:
     nbytes, chunks = desc.get("nbytes"), desc.get("chunks")
     _require(_is_int(nbytes) and 0 <= nbytes <= MAX_TENSOR, "too_large",
              f"{where}.nbytes must be an int in [0, {MAX_TENSOR}]", echo)
-    _require(_is_int(chunks) and math.ceil(nbytes / MAX_CHUNK) <= chunks <= math.ceil(nbytes / MIN_CHUNK),
+    _require(_is_int(chunks) and -(-nbytes // max_chunk) <= chunks <= -(-nbytes // MIN_CHUNK),
              "size_mismatch", f"{where}.chunks={chunks!r}: {nbytes} bytes need "
-             f"{math.ceil(nbytes / MAX_CHUNK)}..{math.ceil(nbytes / MIN_CHUNK)} frames", echo)
+             f"{-(-nbytes // max_chunk)}..{-(-nbytes // MIN_CHUNK)} frames", echo)
     try:
         validate_codec(desc, numel)
     except ValueError as exc:
@@ -206,7 +235,7 @@ def drain(sock: zmq.Socket) -> int:
     return count
 
 
-def receive_message(sock: zmq.Socket) -> tuple[dict, list[np.ndarray], int]:
+def receive_message(sock: zmq.Socket, max_chunk: int = MAX_CHUNK) -> tuple[dict, list[np.ndarray], int]:
     """Receive the rest of one message (after any routing id) into fresh aligned buffers.
 
     Returns ``(header, wire_buffers, nbytes)``; each wire buffer is a writable uint8
@@ -222,7 +251,7 @@ def receive_message(sock: zmq.Socket) -> tuple[dict, list[np.ndarray], int]:
             raise ProtocolError("bad_magic", f"first frame {bytes(magic[:8])!r} is not {MAGIC!r}")
         _require(bool(sock.get(zmq.RCVMORE)), "malformed_header", "message has no header frame")
         raw_header = sock.recv(zmq.NOBLOCK)
-        header = decode_header(raw_header)
+        header = decode_header(raw_header, max_chunk)
         buffers = []
         total = len(magic) + len(raw_header)
         for index, desc in enumerate(header["tensors"]):
@@ -233,7 +262,7 @@ def receive_message(sock: zmq.Socket) -> tuple[dict, list[np.ndarray], int]:
                 _require(bool(sock.get(zmq.RCVMORE)), "frame_count",
                          f"tensors[{index}] announces {desc['chunks']} chunks, message ended early", header)
                 size = sock.recv_into(view[offset:], flags=zmq.NOBLOCK)
-                _require(0 < size <= len(view) - offset and size <= MAX_CHUNK, "size_mismatch",
+                _require(0 < size <= len(view) - offset and size <= max_chunk, "size_mismatch",
                          f"tensors[{index}] chunk of {size} bytes overruns nbytes={desc['nbytes']}", header)
                 offset += size
             _require(offset == desc["nbytes"], "size_mismatch",

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,10 @@ import zmq
 from testbed.transport.codecs import Encoded, decode, encode
 from testbed.transport.protocol import (
     CHUNK,
+    MAX_CHUNK,
     VERSION,
     ProtocolError,
+    check_chunk,
     now_ns,
     receive_message,
     send_message,
@@ -74,6 +76,20 @@ def discard(request: Request) -> tuple[dict, dict]:
     nbytes = sum(getattr(t, "nbytes", 0) for t in request.tensors.values())
     return {}, {"received_bytes": int(nbytes)}
 
+
+def inline(handler: Handler) -> Handler:
+    """Mark a handler cheap enough to run in the server's I/O thread (no worker hand-off).
+
+    Inline handlers skip the job queue (never ``busy``) and block the I/O thread while
+    they run, so only use it for microsecond work; heartbeats are unaffected (libzmq's
+    own I/O thread answers them).
+    """
+    handler.inline = True  # type: ignore[attr-defined]
+    return handler
+
+
+inline(echo)
+inline(discard)
 
 BUILTIN_HANDLERS: dict[str, Handler] = {"echo": echo, "sleep": sleep_echo, "discard": discard}
 
@@ -124,13 +140,19 @@ class Server:
     with the key directory of ``testbed keys``: only its authorized clients connect.
     ``shared_clock`` trusts the client's ``deadline_ns`` (true inside one emulated
     host); otherwise the deadline is ``budget_ns`` after reception.
+
+    ``chunk`` is the reply frame size (capped by each client's advertised ``max_chunk``);
+    ``max_chunk`` the largest request frame accepted (default ``max(chunk, 256 KiB)``).
+    Ops in ``inline_ops`` (default: handlers marked with :func:`inline`, i.e. ``echo``
+    and ``discard``) run in the I/O thread instead of the worker pool.
     """
 
     def __init__(self, endpoint: str = "tcp://*:5555", *, handlers: Mapping[str, Handler] | None = None,
                  workers: int = 2, max_queue: int = 16, heartbeat_ivl: float = 0.5,
                  heartbeat_timeout: float = 3.0, hwm: int = 64, curve_dir: str | Path | None = None,
                  cache_ttl_s: float = 60.0, cache_max_bytes: int = 256 * 1024 * 1024, shared_clock: bool = True,
-                 chunk: int = CHUNK, linger_s: float = 1.0):
+                 chunk: int = CHUNK, max_chunk: int | None = None, linger_s: float = 1.0,
+                 inline_ops: Iterable[str] | None = None, sndbuf: int = -1, rcvbuf: int = -1):
         self.endpoint = endpoint
         self.handlers: dict[str, Handler] = dict(BUILTIN_HANDLERS if handlers is None else handlers)
         self.workers = max(1, workers)
@@ -142,7 +164,12 @@ class Server:
         self.cache_ttl_ns = int(cache_ttl_s * 1e9)
         self.cache_max_bytes = cache_max_bytes
         self.shared_clock = shared_clock
-        self.chunk = chunk
+        self.chunk = check_chunk(chunk)
+        self.max_chunk = check_chunk(max(chunk, MAX_CHUNK) if max_chunk is None else max_chunk, "max_chunk")
+        self.sndbuf, self.rcvbuf = sndbuf, rcvbuf
+        if inline_ops is None:
+            inline_ops = [name for name, fn in self.handlers.items() if getattr(fn, "inline", False)]
+        self.inline_ops = frozenset(inline_ops)
         self.linger_s = linger_s
         self.stats = ServerStats()
         self.bound_endpoint: str | None = None
@@ -152,7 +179,8 @@ class Server:
         self._thread: threading.Thread | None = None
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=self.max_queue)
         self._done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
-        self._routes: dict[tuple[str, int], bytes] = {}  # in-progress key -> latest routing id
+        # in-progress key -> (latest routing id, largest frame that peer accepts)
+        self._routes: dict[tuple[str, int], tuple[bytes, int]] = {}
         self._cache: OrderedDict[tuple[str, int], _Cached] = OrderedDict()
         self._cache_bytes = 0
         self._wake_endpoint = f"inproc://testbed-server-wake-{id(self):x}"
@@ -188,7 +216,8 @@ class Server:
         try:
             router = ctx.socket(zmq.ROUTER)
             configure(router, heartbeat_ivl=self.heartbeat_ivl, heartbeat_timeout=self.heartbeat_timeout,
-                      hwm=self.hwm, linger_s=self.linger_s)
+                      hwm=self.hwm, linger_s=self.linger_s, max_chunk=self.max_chunk,
+                      sndbuf=self.sndbuf, rcvbuf=self.rcvbuf)
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable replies raise instead of vanishing
             if self.curve_dir is not None:
                 authenticator = self._setup_curve(ctx, router)
@@ -289,7 +318,7 @@ class Server:
             self.stats.malformed += 1
             return True
         try:
-            header, buffers, _ = receive_message(router)
+            header, buffers, _ = receive_message(router, self.max_chunk)
         except ProtocolError as exc:
             self.stats.malformed += 1
             log.warning("rejected message from %s: %s", routing_id.hex(), exc)
@@ -301,6 +330,7 @@ class Server:
             self._send_header(router, routing_id, self._error_header(header, "bad_kind", "servers take infer|ping"))
             return True
         key = (header["client"], header["seq"])
+        peer_chunk = min(self.chunk, header.get("max_chunk", MAX_CHUNK))
         if header["kind"] == "ping":
             reply = self._reply_header(header, "pong")
             reply["t"].update(rx=t_rx)
@@ -310,11 +340,11 @@ class Server:
         if cached is not None:
             self.stats.cached_replies += 1
             self._cache.move_to_end(key)
-            self._send_done(router, routing_id, cached.done, cached=True)
+            self._send_done(router, routing_id, cached.done, cached=True, chunk=peer_chunk)
             return True
         if key in self._routes:  # being computed: the reply will go to the newest connection
             self.stats.duplicates_in_progress += 1
-            self._routes[key] = routing_id
+            self._routes[key] = (routing_id, peer_chunk)
             return True
         deadline_ns = header["deadline_ns"] if self.shared_clock else t_rx + int(header.get("budget_ns", 0))
         header["deadline_ns"] = deadline_ns
@@ -328,15 +358,22 @@ class Server:
             self._send_header(router, routing_id, self._error_header(
                 header, "unknown_op", f"op {header.get('op')!r} not in {sorted(self.handlers)}"))
             return True
+        job = _Job(key, header, buffers, t_rx, t_rx1)
+        if header["op"] in self.inline_ops:  # cheap op: run here, no hand-off to a worker
+            done = self._run(job, -1)
+            if done.header["kind"] in ("result", "error", "expired"):
+                self._remember(done)
+            self._send_done(router, routing_id, done, cached=False, chunk=peer_chunk)
+            return True
         try:
-            self._jobs.put_nowait(_Job(key, header, buffers, t_rx, t_rx1))
+            self._jobs.put_nowait(job)
         except queue.Full:
             self.stats.busy += 1
             reply = self._reply_header(header, "busy", code="busy", message=f"queue of {self.max_queue} is full")
             reply["t"].update(rx=t_rx)
             self._send_header(router, routing_id, reply)
             return True
-        self._routes[key] = routing_id
+        self._routes[key] = (routing_id, peer_chunk)
         return True
 
     def _forward_done(self, router: zmq.Socket) -> None:
@@ -345,26 +382,27 @@ class Server:
                 done = self._done.get_nowait()
             except queue.Empty:
                 return
-            routing_id = self._routes.pop(done.key, None)
+            route = self._routes.pop(done.key, None)
             if done.header["kind"] in ("result", "error", "expired"):
                 self._remember(done)
-            if routing_id is not None:
-                self._send_done(router, routing_id, done, cached=False)
+            if route is not None:
+                self._send_done(router, route[0], done, cached=False, chunk=route[1])
 
-    def _send_done(self, router: zmq.Socket, routing_id: bytes, done: _Done, *, cached: bool) -> None:
+    def _send_done(self, router: zmq.Socket, routing_id: bytes, done: _Done, *, cached: bool, chunk: int) -> None:
         header = dict(done.header)
         header["cached"] = cached
         header["t"] = dict(header["t"], tx=now_ns())
         header["tensors"] = [dict(e.descriptor) for e in done.encoded]
-        self._send(router, routing_id, header, [e.payload for e in done.encoded])
+        self._send(router, routing_id, header, [e.payload for e in done.encoded], chunk)
 
     def _send_header(self, router: zmq.Socket, routing_id: bytes, header: dict) -> None:
         header["t"] = dict(header.get("t", {}), tx=now_ns())
-        self._send(router, routing_id, header, [])
+        self._send(router, routing_id, header, [], MAX_CHUNK)
 
-    def _send(self, router: zmq.Socket, routing_id: bytes, header: dict, payloads: Sequence) -> None:
+    def _send(self, router: zmq.Socket, routing_id: bytes, header: dict, payloads: Sequence, chunk: int) -> None:
+        header["max_chunk"] = self.max_chunk  # lets the client raise its frame size up to ours
         try:
-            send_message(router, header, payloads, routing_id=routing_id, chunk=self.chunk)
+            send_message(router, header, payloads, routing_id=routing_id, chunk=chunk)
         except zmq.Again:
             self.stats.unroutable += 1
             log.warning("reply seq %s dropped: peer's queue is full", header.get("seq"))
@@ -423,9 +461,9 @@ class Server:
         return self._reply_header(request, "error", code=code, message=message)
 
     def _reply_error(self, router: zmq.Socket, key: tuple[str, int], header: dict, code: str, message: str) -> None:
-        routing_id = self._routes.pop(key, None)
-        if routing_id is not None:
-            self._send_header(router, routing_id, self._error_header(header, code, message))
+        route = self._routes.pop(key, None)
+        if route is not None:
+            self._send_header(router, route[0], self._error_header(header, code, message))
 
     # -- workers --------------------------------------------------------------
 
