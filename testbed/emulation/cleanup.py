@@ -57,18 +57,47 @@ def processes_in_netns(inodes: set[int]) -> list[int]:
     return found
 
 
-def kill_netns_processes(inodes: set[int], grace: float = 1.0) -> int:
-    """SIGTERM then SIGKILL every process living in one of these network namespaces."""
+def _ppid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def orphans(pids: list[int]) -> list[int]:
+    """The processes among ``pids`` whose ancestry reaches init without passing a process outside ``pids``.
+
+    A dead run's leftovers are re-parented to init; a namespace inode can be reused by a *new* namespace,
+    whose processes descend from a live controller: those are never touched.
+    """
+    candidates = set(pids)
+    out = []
+    for pid in pids:
+        p, seen = pid, 0
+        while p in candidates and seen < 64:
+            p, seen = _ppid(p), seen + 1
+        if p in (0, 1, None):
+            out.append(pid)
+    return out
+
+
+def kill_netns_processes(inodes: set[int], grace: float = 1.0, orphans_only: bool = False) -> int:
+    """SIGTERM then SIGKILL every process living in one of these network namespaces.
+
+    ``orphans_only`` (cleanup of a dead run) spares processes that a live controller started.
+    """
     if not inodes:
         return 0
     pids = processes_in_netns(inodes)
+    if orphans_only:
+        pids = orphans(pids)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
         time.sleep(0.02)
-    for pid in processes_in_netns(inodes):
+    for pid in (orphans(processes_in_netns(inodes)) if orphans_only else processes_in_netns(inodes)):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     # reap our own children so they do not linger as zombies
@@ -157,23 +186,29 @@ class RunRecord:
             self._lock_fd = None
 
 
-def teardown(data: dict) -> list[str]:
-    """Remove everything a run record lists. Returns a line per object removed."""
+def teardown(data: dict, dead_run: bool = False) -> list[str]:
+    """Remove everything a run record lists. Returns a line per object removed.
+
+    ``dead_run``: the record's process is gone, so its namespace inodes may have been reused; only
+    orphaned processes are killed, and nothing that a live run's record claims.
+    """
     done = []
     for pid in data.get("helper_pids", []):
         if pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             done.append(f"killed helper process {pid}")
-    inodes = set(data.get("netns_inodes", []))
-    n = kill_netns_processes(inodes)
+    inodes = set(data.get("netns_inodes", [])) - {None}
+    if dead_run:
+        inodes -= _inodes_of_live_runs()
+    n = kill_netns_processes(inodes, orphans_only=dead_run)
     if n:
         done.append(f"killed {n} processes in {len(inodes)} emulated hosts")
     for pid in data.get("host_pids", []):
         if pid_alive(pid) and _is_mininet_shell(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    existing = set(link_names())
+    existing = set(link_names()) - (_links_of_live_runs() if dead_run else set())
     for name in data.get("bridges", []) + data.get("interfaces", []):
         if name in existing and delete_link(name):
             done.append(f"deleted link {name}")
@@ -185,6 +220,24 @@ def teardown(data: dict) -> list[str]:
             with contextlib.suppress(OSError):
                 Path(parent).rmdir()  # fails while another run uses it: fine
     return done
+
+
+def _live_records() -> list[dict]:
+    out = []
+    for pid in live_runs():
+        if pid == os.getpid():
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            out.append(json.loads((STATE_DIR / f"run-{pid}.json").read_text()))
+    return out
+
+
+def _inodes_of_live_runs() -> set[int]:
+    return {i for r in _live_records() for i in r.get("netns_inodes", [])}
+
+
+def _links_of_live_runs() -> set[str]:
+    return {n for r in _live_records() for n in r.get("interfaces", []) + r.get("bridges", [])}
 
 
 def live_runs() -> list[int]:
@@ -218,37 +271,76 @@ def cleanup(force: bool = False) -> list[str]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 done.append(f"killed running emulation {pid}")
-            done += teardown(data)
+            done += teardown(data, dead_run=True)
             f.unlink(missing_ok=True)
             done.append(f"removed record {f.name}")
-    if not live_skipped:
-        # objects with our prefixes that no record lists (e.g. a crash between create and record)
-        for name in link_names():
-            if OWN_LINK_RE.match(name) and delete_link(name):
-                done.append(f"deleted stray link {name}")
-        cg_root = Path("/sys/fs/cgroup/cpu") / CGROUP_PARENT
-        if cg_root.exists():
-            for child in cg_root.iterdir():
-                if child.is_dir():
-                    tasks = (child / "tasks").read_text().split() if (child / "tasks").exists() else []
-                    for t in tasks:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(int(t), signal.SIGKILL)
-                    if remove_cgroup(str(child)):
-                        done.append(f"removed stray cgroup {child}")
-    else:
+    # objects with our prefixes that no live record claims (e.g. a crash between create and record)
+    for name in set(link_names()) - _links_of_live_runs():
+        if OWN_LINK_RE.match(name) and delete_link(name):
+            done.append(f"deleted stray link {name}")
+    cg_root = Path("/sys/fs/cgroup/cpu") / CGROUP_PARENT
+    live = set(live_runs()) - {os.getpid()}
+    if cg_root.exists():
+        for run_dir in cg_root.iterdir():
+            if not run_dir.is_dir() or (run_dir.name.isdigit() and int(run_dir.name) in live):
+                continue
+            for host_dir in [d for d in run_dir.iterdir() if d.is_dir()] + [run_dir]:
+                procs = host_dir / "cgroup.procs"
+                for t in (procs.read_text().split() if procs.exists() else []):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(t), signal.SIGKILL)
+                if remove_cgroup(str(host_dir)):
+                    done.append(f"removed stray cgroup {host_dir}")
+    if live_skipped:
         done.append(f"left alone: emulation(s) still running: {', '.join(map(str, live_skipped))} "
                     "(use --force to stop them)")
     return done
 
 
+def _run_pid_of_cgroup(name: str) -> int | None:
+    return int(name) if name.isdigit() else None
+
+
 def leftovers() -> dict[str, list]:
-    """What of this testbed is on the machine now (used by tests and ``testbed doctor``)."""
+    """Objects of this testbed that no live emulation owns (used by tests and ``testbed doctor``).
+
+    Records, cgroups, links and Mininet shells of emulations still running in *other* processes are
+    not leftovers; those of dead processes, and of this process (which should have torn down), are.
+    """
+    me = os.getpid()
+
+    def owned_by_live_other(pid: int | None) -> bool:
+        return pid is not None and pid != me and pid_alive(pid)
+
+    records, live_links, dead_inodes = [], set(), set()
+    if STATE_DIR.exists():
+        for f in STATE_DIR.glob("run-*.json"):
+            pid = int(f.stem.split("-")[1]) if f.stem.split("-")[1].isdigit() else None
+            try:
+                data = json.loads(f.read_text())
+            except (OSError, ValueError):
+                data = {}
+            if owned_by_live_other(pid):
+                live_links.update(data.get("interfaces", []) + data.get("bridges", []))
+                continue
+            records.append(f.name)
+            dead_inodes.update(i for i in data.get("netns_inodes", []) if i)
     cg_root = Path("/sys/fs/cgroup/cpu") / CGROUP_PARENT
+    cgroups = [c.name for c in cg_root.iterdir() if c.is_dir() and not owned_by_live_other(_run_pid_of_cgroup(c.name))
+               ] if cg_root.exists() else []
+    shells = []
+    for pid in subprocess.run(["pgrep", "-f", "mininet:"], capture_output=True, text=True).stdout.split():
+        try:
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if not owned_by_live_other(ppid):
+            shells.append(int(pid))
     return {
-        "links": [n for n in link_names() if OWN_LINK_RE.match(n)],
-        "records": [f.name for f in STATE_DIR.glob("run-*.json")] if STATE_DIR.exists() else [],
-        "cgroups": [c.name for c in cg_root.iterdir() if c.is_dir()] if cg_root.exists() else [],
-        "mininet_shells": [int(p) for p in subprocess.run(["pgrep", "-f", "mininet:"], capture_output=True,
-                                                           text=True).stdout.split()],
+        "links": [n for n in link_names() if OWN_LINK_RE.match(n) and n not in live_links],
+        "records": records,
+        "cgroups": cgroups,
+        "mininet_shells": shells,
+        # processes still running inside the network namespaces of runs that are gone
+        "processes": orphans(processes_in_netns(dead_inodes - _inodes_of_live_runs())) if dead_inodes else [],
     }

@@ -185,7 +185,15 @@ class Emulation:
         wants_loss = {(f.link, d) for f in self.faults if f.kind == "loss" for d in f.directions()}
         for lname, link in self.topology.links.items():
             for d in ("up", "down"):
-                if (link.direction(d).loss_pct or (lname, d) in wants_loss) and not c.netem:
+                spec = link.direction(d)
+                uses_netem = c.netem and (spec.delay_ms or spec.jitter_ms or spec.loss_pct or (lname, d) in wants_loss)
+                if uses_netem and any(
+                        f.link == lname and d in f.directions() and f.mode == "drop" and f.kind != "loss"
+                        for f in self.faults):
+                    # the drop gate empties a fifo's limit; a netem leaf has no such switch
+                    raise CapabilityError(f"links.{lname}.{d}: a drop-mode outage cannot be combined with "
+                                          "delay/jitter/loss on the same direction; use mode: hold")
+                if (spec.loss_pct or (lname, d) in wants_loss) and not c.netem:
                     if not c.iptables_statistic:
                         raise CapabilityError(f"links.{lname}.{d}: loss asked for, but neither netem nor "
                                               "iptables' statistic match is available")
@@ -203,10 +211,10 @@ class Emulation:
         self.stop()
 
     def start(self) -> None:
+        self._install_signal_handlers()  # first: a signal while queueing for the lock must still clean up
         self._record = cleanup.RunRecord()
-        self._record.acquire()
-        self._install_signal_handlers()
         try:
+            self._record.acquire()
             self._build()
             self._shape()
             self.t0 = time.monotonic()
@@ -325,8 +333,7 @@ class Emulation:
                     queue_packets=spec.queue_packets, use_netem=self.caps.netem and bool(
                         spec.delay_ms or spec.jitter_ms or loss_mode == "netem"),
                     delay_ms=spec.delay_ms, jitter_ms=spec.jitter_ms, loss_mode=loss_mode,
-                    loss_netns_pid=loss_ns, loss_match=loss_match,
-                    hold_burst=schedule.MTU_WIRE_BYTES if offloads_off else 65536)
+                    loss_netns_pid=loss_ns, loss_match=loss_match)
                 static_bps = spec.bw_mbps * 1e6 if spec.bw_mbps else None
                 steps = schedule.build_timeline(trace, d, static_bps, spec.loss_pct, self.faults, link.name,
                                                 self.granularity, self.horizon)

@@ -51,12 +51,17 @@ def sink(port: int, duration: float, out: str, t0: float) -> None:
         json.dump({"t0": t0, "bin_s": BIN_S, "bytes": counts.tolist()}, f)
 
 
-def source(host: str, port: int, duration: float) -> None:
+def source(host: str, port: int, duration: float, congestion: str = "cubic") -> None:
     end = time.monotonic() + duration
     chunk = b"\0" * 65536
     for _ in range(100):
         try:
-            s = socket.create_connection((host, port), timeout=2)
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            # CUBIC by default: loss-based and steady per second, so the link's fidelity is what is measured,
+            # not BBR's periodic ProbeRTT dips (Debian's default here is BBR).
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion.encode())
+            s.settimeout(2)
+            s.connect((host, port))
             break
         except OSError:
             time.sleep(0.05)
@@ -93,11 +98,12 @@ def main() -> None:
     c.add_argument("--host", required=True)
     c.add_argument("--port", type=int, default=5001)
     c.add_argument("--duration", type=float, required=True)
+    c.add_argument("--congestion", default="cubic", help="TCP congestion control of the flow")
     a = p.parse_args()
     if a.cmd == "sink":
         sink(a.port, a.duration, a.out, a.t0)
     else:
-        source(a.host, a.port, a.duration)
+        source(a.host, a.port, a.duration, a.congestion)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ Per shaped direction (the egress of the sending node's interface)::
     20:   pfifo limit <queue_packets>, or netem (delay/jitter/loss + limit) where the kernel has it
 
 The gate sits *below* HTB so that a closed link never makes HTB send, hence
-never charges time debt (see ``schedule``). Hold = TBF at 1 byte/s with a
-one-MTU bucket: packets stay queued (at most one MTU leaks at the moment of
-closing, the bucket being full); drop = a 1-byte bucket, so every arriving
-packet is larger than the bucket and dropped on enqueue. When the gate opens
+never charges time debt (see ``schedule``). Hold = TBF at 1 byte/s: packets
+stay queued (at most one MTU leaks at the moment of closing, the bucket being
+full); drop = the same with a queue limit of 0, so every arriving packet is
+dropped on enqueue (those already queued are held). Its one-MTU bucket also
+splits GSO super-packets (see :func:`gate_params`). When the gate opens
 TBF's watchdog is still far in the future, so the replayer sends one tiny
 frame on the interface: its enqueue makes the qdisc dequeue the held packets
 at once, as a cell that regains capacity would.
@@ -31,7 +32,6 @@ from testbed.errors import CapabilityError
 ROOT = netlink.tc_handle(1, 0)
 CLASS = netlink.tc_handle(1, 0x10)
 GATE = netlink.tc_handle(0x10, 0)
-OPEN_GATE_BURST = 1_000_000
 KICK_ETHERTYPE = 0x88B5  # IEEE "local experimental": dropped by every receiver
 
 
@@ -52,8 +52,6 @@ class Port:
     # iptables loss fallback: rule is added in this namespace with these match arguments
     loss_netns_pid: int | None = None
     loss_match: tuple[str, ...] = ()
-    # hold gate bucket: one MTU when segmentation offloads are off, else one GSO super-packet
-    hold_burst: int = MTU_WIRE_BYTES
 
     @property
     def key(self) -> str:
@@ -98,26 +96,31 @@ def install(port: Port, first: Step) -> None:
              "rate", f"{int(first.rate_bps)}bit", "ceil", f"{int(first.rate_bps)}bit",
              "burst", str(htb_burst(first.rate_bps)), "quantum", str(MTU_WIRE_BYTES)])
     run(ns, ["tc", "qdisc", "add", "dev", dev, "parent", "1:10", "handle", "10:", "tbf",
-             "rate", f"{int(UNSHAPED_BPS)}bit", "burst", str(OPEN_GATE_BURST), "limit", str(port.queue_packets)])
+             "rate", f"{int(UNSHAPED_BPS)}bit", "burst", str(MTU_WIRE_BYTES), "limit", str(port.queue_packets)])
     if port.use_netem:
         leaf = netem_args(port, first.loss_pct if port.loss_mode == "netem" else 0.0)
     else:
         leaf = ["pfifo", "limit", str(port.queue_packets)]
     run(ns, ["tc", "qdisc", "add", "dev", dev, "parent", "10:1", "handle", "20:", *leaf])
     if first.gate != OPEN:
-        rate, burst = gate_params(first.gate, port.hold_burst)
-        run(ns, ["tc", "qdisc", "change", "dev", dev, "parent", "1:10", "handle", "10:", "tbf", "rate",
-                 f"{int(rate)}bit", "burst", str(burst), "limit", str(port.queue_packets)])
+        rate, burst, limit = gate_params(first.gate, port.queue_packets)
+        netlink.TcSocket(ns).change_tbf(dev, GATE, CLASS, rate, burst, limit)
 
 
-def gate_params(gate: str, hold_burst: int) -> tuple[float, int]:
-    """(rate bit/s, bucket bytes) of the TBF gate for each state."""
+def gate_params(gate: str, queue_packets: int) -> tuple[float, int, int]:
+    """(rate bit/s, bucket bytes, queue limit in packets) of the TBF gate for each state.
+
+    The bucket is always one MTU: TBF then splits TCP's GSO super-packets (which TCP builds even
+    with offloads off) into wire-sized packets *before* HTB charges them, so the link serialises
+    packet by packet instead of in 20-60 KB bursts. Closed, the rate is 1 byte/s (nothing leaves);
+    drop also sets the queue limit to 0 so every arriving packet is dropped.
+    """
     if gate == OPEN:
-        return UNSHAPED_BPS, OPEN_GATE_BURST
+        return UNSHAPED_BPS, MTU_WIRE_BYTES, queue_packets
     if gate == HOLD:
-        return 8.0, hold_burst
+        return 8.0, MTU_WIRE_BYTES, queue_packets
     if gate == DROP:
-        return 8.0, 1
+        return 8.0, MTU_WIRE_BYTES, 0
     raise ValueError(gate)
 
 
@@ -164,8 +167,8 @@ class PortDriver:
         if step.rate_bps != self.state.rate_bps:
             self.sock.change_htb_class(p.ifname, CLASS, ROOT, step.rate_bps, htb_burst(step.rate_bps))
         if step.gate != self.state.gate:
-            rate, burst = gate_params(step.gate, p.hold_burst)
-            self.sock.change_tbf(p.ifname, GATE, CLASS, rate, burst, p.queue_packets)
+            rate, burst, limit = gate_params(step.gate, p.queue_packets)
+            self.sock.change_tbf(p.ifname, GATE, CLASS, rate, burst, limit)
             if step.gate == OPEN and self._kick_sock is not None:
                 self._kick_sock.send(self._kick_frame)
         if step.loss_pct != self.state.loss_pct:
