@@ -278,11 +278,11 @@ def test_request_expires_in_queue():
 
 
 def test_inline_echo_is_not_queued_behind_slow_jobs():
-    with Server("tcp://127.0.0.1:*", workers=1, max_queue=1) as srv, Client(srv.bound_endpoint) as c:
+    with Server("tcp://127.0.0.1:*", workers=1, max_queue=2) as srv, Client(srv.bound_endpoint) as c:
         slow = c.submit([np.ones(2)], op="sleep", meta={"sleep_s": 0.5}, deadline_s=3)
         queued = c.submit([np.ones(2)], op="sleep", meta={"sleep_s": 0}, deadline_s=3)
         start = time.monotonic()
-        echo = c.request([np.arange(3)], op="echo", deadline_s=2)  # queue full, worker busy: still answered
+        echo = c.request([np.arange(3)], op="echo", deadline_s=2)  # worker busy, job queued: still answered
         assert echo.ok and echo.info["worker"] == -1 and time.monotonic() - start < 0.3
         assert (echo.tensors["0"] == np.arange(3)).all()
         results = {}

@@ -358,7 +358,7 @@ class Client:
             self._reset_socket()
 
     def _receive_all(self) -> None:
-        while True:
+        while self._sock.get(zmq.EVENTS) & zmq.POLLIN:  # cheaper than ending on zmq.Again
             try:
                 header, buffers, nbytes = receive_message(self._sock, self.max_chunk)
             except zmq.Again:

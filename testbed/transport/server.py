@@ -308,6 +308,8 @@ class Server:
                 next_sweep = now_ns() + 1_000_000_000
 
     def _receive_one(self, router: zmq.Socket) -> bool:
+        if not router.get(zmq.EVENTS) & zmq.POLLIN:  # cheaper than raising zmq.Again
+            return False
         try:
             routing_id = router.recv(zmq.NOBLOCK)
         except zmq.Again:
@@ -377,7 +379,7 @@ class Server:
         return True
 
     def _forward_done(self, router: zmq.Socket) -> None:
-        while True:
+        while not self._done.empty():  # no queue.Empty exception per loop turn
             try:
                 done = self._done.get_nowait()
             except queue.Empty:
