@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     profile = sub.add_parser("profile", help="per-split head/tail latency under a CPU share, stored in the card")
     _add_model_args(profile)
     profile.add_argument("--checkpoint", type=Path, help="checkpoint directory (default: cached/trained --model)")
-    profile.add_argument("--role", choices=["device", "cloud"], default="device")
+    profile.add_argument("--role", choices=["device", "cloud", "gpu"], default="device")
     profile.add_argument("--cpu-share", type=float, help="CPUs' worth of time, e.g. 0.5 = half a core")
     profile.add_argument("--cpu-limit", choices=["cgroup", "external", "none"], default="cgroup",
                          help="cgroup: limit this process via cgroup-v1 cpu (root); external: already limited")

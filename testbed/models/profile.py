@@ -102,33 +102,48 @@ def _time_ms(fn, repeats: int, warmup: int, window_ms: float = 0.0) -> dict:
 
 @torch.no_grad()
 def profile_model(model, input_shape: tuple[int, ...], repeats: int = 30, warmup: int = 5,
-                  threads: int = 1, window_ms: float = 0.0) -> dict:
-    """Batch-1 latency of every block, every exit head, head-to-split and tail-from-split."""
+                  threads: int = 1, window_ms: float = 0.0, device: str = "cpu") -> dict:
+    """Batch-1 latency of every block, every exit head, head-to-split and tail-from-split.
+
+    On a GPU (``device="cuda"``) every timed call ends with ``torch.cuda.synchronize()``: kernels
+    are asynchronous, and a split point's latency is only over once its output exists.
+    """
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    model.eval()
+    model.eval().to(device)
+    if device.startswith("cuda"):
+        timer = _time_ms
+
+        def _time_ms_cuda(fn, repeats, warmup, window_ms=0.0):
+            def synced():
+                fn()
+                torch.cuda.synchronize()
+            return timer(synced, repeats, warmup, window_ms)
+        time_ms = _time_ms_cuda
+    else:
+        time_ms = _time_ms
     try:
-        x = torch.randn(1, *input_shape)
+        x = torch.randn(1, *input_shape, device=device)
         features = {"input": x}
         blocks = []
         for name, block in zip(model.block_names, model.blocks, strict=True):
             inp = features[model.split_points[model.split_index(name) - 1]]
-            blocks.append({"name": name, **_time_ms(lambda b=block, i=inp: b(i), repeats, warmup, window_ms)})
+            blocks.append({"name": name, **time_ms(lambda b=block, i=inp: b(i), repeats, warmup, window_ms)})
             features[name] = block(inp)
         exits = [{"index": e.index, "after": e.after,
-                  **_time_ms(lambda e=e: model.exit_heads[e.index](features[e.after]), repeats, warmup, window_ms)}
+                  **time_ms(lambda e=e: model.exit_heads[e.index](features[e.after]), repeats, warmup, window_ms)}
                  for e in model.exits]
         splits = []
         for name in model.split_points:
-            head = _time_ms(lambda s=name: model.head(x, upto=s), repeats, warmup, window_ms)
-            tail = _time_ms(lambda s=name: model.tail(features[s], start=s), repeats, warmup, window_ms)
+            head = time_ms(lambda s=name: model.head(x, upto=s), repeats, warmup, window_ms)
+            tail = time_ms(lambda s=name: model.tail(features[s], start=s), repeats, warmup, window_ms)
             splits.append({"name": name,
                            "head_ms": head["median_ms"], "head_mean_ms": head["mean_ms"],
                            "tail_ms": tail["median_ms"], "tail_mean_ms": tail["mean_ms"]})
-        full = _time_ms(lambda: model(x), repeats, warmup, window_ms)
+        full = time_ms(lambda: model(x), repeats, warmup, window_ms)
     finally:
         torch.set_num_threads(previous_threads)
-    return {"batch_size": 1, "threads": threads, "repeats": repeats, "window_ms": window_ms,
+    return {"batch_size": 1, "threads": threads, "repeats": repeats, "window_ms": window_ms, "device": device,
             "input_shape": list(input_shape),
             "full_ms": full["median_ms"], "full_mean_ms": full["mean_ms"],
             "blocks": blocks, "exits": exits, "splits": splits}
@@ -144,15 +159,23 @@ def profile_checkpoint(directory: str | Path, role: str = "device", cpu_share: f
     """
     from testbed.models.train import host_description, load_checkpoint, write_card
 
-    if role not in ("device", "cloud"):
-        raise ValueError(f"role must be device or cloud (gpu profiles are added separately), got {role!r}")
+    if role not in ("device", "cloud", "gpu"):
+        raise ValueError(f"role must be device, cloud or gpu, got {role!r}")
     model, card = load_checkpoint(directory)
+    device = "cuda" if role == "gpu" else "cpu"
+    if role == "gpu":
+        if not torch.cuda.is_available():
+            raise CapabilityError("role gpu: no CUDA device visible to torch on this machine")
+        cpu_share, limit = None, "none"
     input_shape = tuple(card["dataset"]["input_shape"])
     if window_ms is None:
         limited = cpu_share is not None and limit != "none"
         window_ms = 0.0 if not limited else (3 * CFS_PERIOD_US / 1000 if limit == "cgroup" else 300.0)
     with cpu_share_limit(cpu_share, limit) as limit_info:
-        profile = profile_model(model, input_shape, repeats=repeats, threads=threads, window_ms=window_ms)
+        profile = profile_model(model, input_shape, repeats=repeats, threads=threads, window_ms=window_ms,
+                                device=device)
+    if role == "gpu":
+        profile["gpu"] = torch.cuda.get_device_name(0)
     profile.update({"role": role, "cpu_limit": limit_info, "host": host_description(),
                     "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     if write:

@@ -369,6 +369,29 @@ def load_or_train(name: str, data: DataConfig | str = "digits", cache_dir: str |
     directory = checkpoint_dir(name, data, train, model_kwargs, cache_dir)
     if (directory / "model.pt").is_file() and (directory / "card.json").is_file():
         log.info("model %s: using cached %s", name, directory)
-        return load_checkpoint(directory)
-    log.info("model %s: training on %s (cache miss: %s)", name, data.name, directory)
-    return train_and_card(name, data, train, model_kwargs, out_dir=directory)
+        model, card = load_checkpoint(directory)
+    else:
+        log.info("model %s: training on %s (cache miss: %s)", name, data.name, directory)
+        model, card = train_and_card(name, data, train, model_kwargs, out_dir=directory)
+    attach_stored_gpu_profile(card, directory.name)
+    return model, card
+
+
+GPU_PROFILE_FILES = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+def attach_stored_gpu_profile(card: dict, key: str) -> None:
+    """Fill ``profiles.gpu`` from a GPU profile measured elsewhere for this exact checkpoint key.
+
+    CI and most users have no GPU; profiles measured once on a lent GPU machine are committed as
+    ``benchmarks/results/gpu_profiles_*.json`` (see ``benchmarks/gpu_profile.py``) and labelled as such.
+    """
+    profiles = card.setdefault("profiles", {"device": None, "cloud": None, "gpu": None})
+    if profiles.get("gpu"):
+        return
+    for path in sorted(GPU_PROFILE_FILES.glob("gpu_profiles_*.json")):
+        stored = json.loads(path.read_text()).get(key)
+        if stored:
+            profiles["gpu"] = {**stored, "source": f"measured on {stored.get('gpu', 'a GPU')}, stored in "
+                                                   f"{path.relative_to(GPU_PROFILE_FILES.parents[1])}"}
+            return
