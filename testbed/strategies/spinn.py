@@ -46,8 +46,11 @@ class Spinn(Strategy):
     def candidates(self, profile):
         key = profile.name
         if key not in self._stats:
+            # Splits at or after the first exit only, so a timed-out offload always has an exit
+            # to fall back to (choice made here; SPINN's fallback is "the latest exit computed").
+            first = profile.position(profile.exit_after[0])
             self._stats[key] = {(s, thr): profile.progressive(s, thr) for s in profile.split_points
-                                for thr in THRESHOLDS}
+                                if profile.position(s) >= first for thr in THRESHOLDS}
         return self._stats[key]
 
     def evaluate(self, profile, split, thr, stats, est) -> dict:
