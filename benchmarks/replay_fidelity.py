@@ -46,12 +46,14 @@ def naive(trace, duration: float, granularity: float, out: Path) -> dict:
     from mininet.net import Mininet
     from mininet.node import Host
 
-    setLogLevel("error")
+    setLogLevel("critical")  # intf.config() logs every rebuild
     steps = schedule.build_timeline(trace, "down", None, 0.0, [], "access", granularity, duration)
     net = Mininet(controller=None, link=TCLink, host=Host, build=False, autoSetMacs=True)
     dev, cloud = net.addHost("nvdev"), net.addHost("nvcloud")
+    # no max_queue_size: Mininet implements it with netem, which this kernel may lack (then the
+    # queue is the interface's default 1000 packets, not our 200)
     link = net.addLink(dev, cloud, intfName1="tbnv-dev", intfName2="tbnv-cloud",
-                       bw=max(steps[0].trace_bps / 1e6, 0.01), max_queue_size=200)
+                       bw=max(steps[0].trace_bps / 1e6, 0.01))
     net.build()
     net.start()
     lags: list[float] = []
