@@ -106,11 +106,13 @@ def test_sigterm_stops_server_gracefully(port, processes):
     processes.append(proc)
     with Client(f"tcp://127.0.0.1:{port}") as client:
         wait_until_serving(client)
-        seq = client.submit({"x": np.arange(3)}, op="sleep", meta={"sleep_s": 0.3}, deadline_s=3)
-        time.sleep(0.1)
+        seq = client.submit({"x": np.arange(3)}, op="sleep", meta={"sleep_s": 1.5}, deadline_s=5)
+        time.sleep(0.5)  # the job is running (on a loaded 2-core box 0.1 s was sometimes too early)
         proc.send_signal(signal.SIGTERM)
         # keep reading: with IMMEDIATE, replies still unread when a connection drops are discarded
-        results = client.poll(2.0)
+        results, end = [], time.monotonic() + 4
+        while not results and time.monotonic() < end:
+            results += client.poll(0.2)
         assert [r.seq for r in results] == [seq] and results[0].ok  # the running job finished and replied
         assert proc.wait(5) == 0
 
