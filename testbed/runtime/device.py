@@ -9,6 +9,14 @@ monotonic start time), then runs the workload: open loop at ``fps`` (latency cou
 frame's intended arrival time) or closed loop (next frame when the previous one finished).
 Device compute is sequential; cloud requests are pipelined through the transport client and
 never waited on past their deadline.
+
+Deadlines: every wait of the loop is bounded by the earliest pending deadline (and the next
+frame, and the next probe); each request is resolved exactly once, by its reply if that comes
+before the deadline, else at the deadline as ``fallback_exit``/``timeout`` (a reply that is
+processed after its deadline never counts as ``cloud``). A frame whose predicted device time no
+longer fits before its deadline is answered ``timeout`` at once instead of occupying the device.
+The loop's longest stall (time between two turns) is logged at the end and written to
+``<out_path>.loop.json`` for diagnosis.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ from testbed.strategies import Context, get_strategy
 
 log = logging.getLogger("testbed.runtime.device")
 SEND_MARGIN_S = 0.005  # kept back from the deadline to turn a timeout into a fallback answer
+MAX_POLL_S = 0.05  # longest single wait of the loop
+PROBE_MIN_BYTES = 2048
 
 
 @dataclass
@@ -48,6 +58,7 @@ class InFlight:
     t_submit: float
     is_probe: bool = False
     extra: dict = field(default_factory=dict)
+    bytes_up: int = 0
 
 
 class DeviceAgent:
@@ -102,7 +113,12 @@ class DeviceAgent:
         self.last_network_activity = 0.0
         self.probe_interval = float(config.get("probe_interval_s", 0.5))
         self.probe_bytes = int(config.get("probe_bytes", 16384))
+        self.probe_size = self.probe_bytes
+        self.last_probe = 0.0
         self.n_records = 0
+        self.resolved: set[int] = set()
+        self.loop_stats = {"turns": 0, "max_gap_s": 0.0, "gaps_over_100ms": 0, "late_replies": 0,
+                           "hopeless_frames": 0, "agent_expired": 0}
 
     # -- records ---------------------------------------------------------------------------------
     def write(self, record: dict) -> None:
@@ -111,7 +127,7 @@ class DeviceAgent:
         self.n_records += 1
 
     def base_record(self, request_id: int, arrival: float, label: int, plan) -> dict:
-        est = self.estimator.estimates(time.monotonic())
+        est = self.current_estimates(time.monotonic())
         return new_record(
             request_id=request_id, device=self.device, strategy=self.strategy.name,
             t_arrival=arrival - self.t0, deadline_s=self.deadline_s, label=int(label),
@@ -120,8 +136,17 @@ class DeviceAgent:
             bytes_up=0, bytes_down=0, device_compute_s=0.0, encode_s=None, decode_s=None, transfer_s=None,
             cloud_queue_s=None, cloud_compute_s=None, exit_index=None, prediction=None, correct=None)
 
+    def current_estimates(self, now: float):
+        """The estimator's view, bounded by what requests still in flight prove about the link."""
+        in_flight = [(f.bytes_up, now - f.t_submit) for f in self.in_flight.values()]
+        return self.estimator.estimates(now, in_flight)
+
     def finish(self, record: dict, outcome: str, arrival: float, energy_j: float,
                exit_index=None, logits=None) -> None:
+        if record["request_id"] in self.resolved:  # a bug: never write a second record for a request
+            log.error("request %s resolved twice (second outcome %s dropped)", record["request_id"], outcome)
+            return
+        self.resolved.add(record["request_id"])
         now = time.monotonic()
         record["outcome"] = outcome
         record["t_finish"] = now - self.t0
@@ -139,15 +164,22 @@ class DeviceAgent:
         index = int(self.order[request_id % len(self.order)])
         image, label = self.test.x[index: index + 1], int(self.test.y[index])
         deadline = arrival + self.deadline_s
+        self.drain()
         now = time.monotonic()
         if now >= deadline - SEND_MARGIN_S:  # the device was busy past this frame's deadline
             record = self.base_record(request_id, arrival, label, None)
             self.finish(record, "timeout", arrival, 0.0)
             return
-        plan = self.strategy.plan(self.estimator.estimates(now), self.profiles, self.context)
+        plan = self.strategy.plan(self.current_estimates(now), self.profiles, self.context)
         record = self.base_record(request_id, arrival, label, plan)
         model_name = plan.model or self.session_model
         model, card = self.models[model_name]
+        if now + self.predicted_head_s(model_name, plan) >= deadline - SEND_MARGIN_S:
+            # Starting the head now would only finish past the deadline: answer now, keep the device free.
+            self.loop_stats["hopeless_frames"] += 1
+            record["split"] = record["codec"] = None
+            self.finish(record, "timeout", arrival, 0.0)
+            return
         x = torch.from_numpy(image)
         t_c0 = time.monotonic()
         if plan.appeal_threshold is not None:
@@ -191,7 +223,26 @@ class DeviceAgent:
             return
         self.last_network_activity = time.monotonic()
         self.in_flight[seq] = InFlight(request_id, arrival, deadline, label, plan, compute_s, fallback,
-                                       time.monotonic(), extra={"record": record})
+                                       time.monotonic(), extra={"record": record},
+                                       bytes_up=int(features.numel() * features.element_size()))
+
+    def predicted_head_s(self, model_name: str, plan) -> float:
+        """Expected device time of ``plan``'s head (profiled x the measured slowdown), seconds."""
+        profile = self.profiles.get(model_name)
+        if profile is None:
+            return 0.0
+        if profile.kind == "appeal" or plan.appeal_threshold is not None:
+            ms = profile.extra.get("device_ms_measured", 0.0)
+            return ms / 1e3
+        split = plan.split if plan.split in profile.device_ms else profile.last_split
+        if plan.exit_index is not None and plan.split not in profile.device_ms:
+            split = profile.exit_after[plan.exit_index]
+        # Only the exits' cheap best case can save a frame: use the first exit when early exits are on.
+        if plan.exit_threshold is not None and profile.exit_after:
+            first = profile.exit_after[0]
+            if profile.position(first) < profile.position(split):
+                split = first
+        return profile.device_ms.get(split, 0.0) * self.estimator.device_slowdown / 1e3
 
     def give_up(self, record, arrival, compute_s, fallback, outcome, t_start=None, t_end=None, waited_s=0.0):
         energy = self.energy.request_energy(compute_s, record["bytes_up"] or 0, record["bytes_down"] or 0,
@@ -211,19 +262,31 @@ class DeviceAgent:
         uplink = (ts["t_rx"] - ts["t_send"]) / 1e9 if "t_rx" in ts and "t_send" in ts else None
         downlink = (ts["t_recv"] - ts["t_tx"]) / 1e9 if "t_recv" in ts and "t_tx" in ts else None
         if flight.is_probe:
+            quick = result.ok and now - flight.t_submit < self.probe_interval / 4
+            self.probe_size = min(self.probe_bytes, self.probe_size * 8) if quick else \
+                max(PROBE_MIN_BYTES, self.probe_size // 8)
             if result.ok:
                 rtt = (ts["t_recv"] - ts["t_send"]) / 1e9 if "t_send" in ts and "t_recv" in ts else None
                 server = (ts["t_tx"] - ts["t_rx"]) / 1e9 if "t_tx" in ts and "t_rx" in ts else 0.0
                 self.estimator.on_success(now, result.bytes_up, result.bytes_down, uplink, None,
                                           rtt - server if rtt else None)
             elif result.status == "timeout":
-                self.estimator.on_failure(now, now - flight.t_submit)
+                self.estimator.on_failure(now, now - flight.t_submit, flight.bytes_up if result.attempts else 0)
             return
         record = flight.extra["record"]
         record["bytes_up"], record["bytes_down"] = result.bytes_up, result.bytes_down
         record["encode_s"], record["decode_s"] = result.encode_s, result.decode_s
         info = result.info or {}
         record["cloud_queue_s"], record["cloud_compute_s"] = info.get("queue_s"), info.get("compute_s")
+        if result.ok and now > flight.deadline:
+            # Arrived, but only handled after the deadline: the link delivered (tell the estimator),
+            # the request itself is resolved as at its deadline.
+            self.loop_stats["late_replies"] += 1
+            self.estimator.on_success(now, result.bytes_up, result.bytes_down, uplink, downlink, None)
+            record["transfer_s"] = now - flight.t_submit
+            self.give_up(record, flight.arrival, flight.compute_s, flight.fallback, "timeout",
+                         flight.t_submit - self.t0, now - self.t0, now - flight.t_submit)
+            return
         if result.ok:
             transfer = (uplink or 0.0) + (downlink or 0.0)
             record["transfer_s"] = transfer
@@ -244,7 +307,7 @@ class DeviceAgent:
         waited = now - flight.t_submit
         record["transfer_s"] = waited
         if result.status == "timeout":
-            self.estimator.on_failure(now, waited)
+            self.estimator.on_failure(now, waited, flight.bytes_up if result.attempts else 0)
         outcome = "timeout" if result.status in ("timeout", "expired", "cancelled") else "failed"
         self.give_up(record, flight.arrival, flight.compute_s, flight.fallback, outcome,
                      flight.t_submit - self.t0, now - self.t0, waited)
@@ -252,15 +315,41 @@ class DeviceAgent:
     def maybe_probe(self, now: float) -> None:
         if not self.strategy.uses_network or any(f.is_probe for f in self.in_flight.values()):
             return
-        if now - self.last_network_activity < self.probe_interval:
+        # Probe when idle, and also when busy with messages too small to show the bandwidth
+        # (e.g. a 4 kB input), at most once per second then.
+        last_sample = max(self.estimator.last_bw_sample or 0.0, self.last_probe)
+        if now - self.last_network_activity < self.probe_interval and now - last_sample < 2 * self.probe_interval:
             return
+        # Sized down after a failed probe (a 16 kB probe needs seconds on a 0.05 Mbit/s link and
+        # would clog the queue for the requests behind it), back up after a quick success.
+        size = self.probe_size
         try:
-            seq = self.client.submit({"p": np.zeros(self.probe_bytes, np.uint8)}, op="discard",
-                                     deadline_s=self.probe_interval)
+            seq = self.client.submit({"p": self._probe_payload[:size]}, op="discard", deadline_s=self.probe_interval)
         except Exception:  # noqa: BLE001
             return
-        self.last_network_activity = now
-        self.in_flight[seq] = InFlight(-1, now, now + self.probe_interval, -1, None, 0.0, None, now, is_probe=True)
+        self.last_network_activity = self.last_probe = now
+        self.in_flight[seq] = InFlight(-1, now, now + self.probe_interval, -1, None, 0.0, None, now, is_probe=True,
+                                       bytes_up=size)
+
+    def drain(self) -> None:
+        """Handle every result already there, without waiting."""
+        for result in self.client.poll(timeout=0.0):
+            self.on_result(result)
+        self.expire(time.monotonic())
+
+    def expire(self, now: float) -> None:
+        """Resolve requests whose deadline has passed even if the client has not reported them yet."""
+        for seq, flight in list(self.in_flight.items()):
+            if flight.is_probe or now < flight.deadline - SEND_MARGIN_S / 2:
+                continue
+            del self.in_flight[seq]
+            self.loop_stats["agent_expired"] += 1
+            record = flight.extra["record"]
+            waited = now - flight.t_submit
+            record["transfer_s"] = waited
+            self.estimator.on_failure(now, waited, flight.bytes_up)
+            self.give_up(record, flight.arrival, flight.compute_s, flight.fallback, "timeout",
+                         flight.t_submit - self.t0, now - self.t0, waited)
 
     # -- main loop -------------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -286,6 +375,9 @@ class DeviceAgent:
                             if codec in available_codecs():
                                 encode(head.features.numpy(), codec)
         self.strategy.plan(self.estimator.estimates(time.monotonic()), self.profiles, self.context)
+        self._probe_payload = np.zeros(self.probe_bytes, np.uint8)
+        self.client.submit({"p": self._probe_payload[:PROBE_MIN_BYTES]}, op="discard", deadline_s=2.0)
+        self.client.poll(timeout=2.0)
         ping = self.client.ping(deadline_s=2.0)
         if ping.ok:
             self.estimator.on_success(time.monotonic(), 0, 0, None, None, ping.latency_s)
@@ -310,7 +402,12 @@ class DeviceAgent:
         finally:
             self.out.close()
             self.client.close()
-        log.info("%s: %d records", self.device, self.n_records)
+            try:
+                Path(self.cfg["out_path"] + ".loop.json").write_text(json.dumps(
+                    {**self.loop_stats, "client": self.client.stats()}))
+            except OSError:
+                pass
+        log.info("%s: %d records; loop %s", self.device, self.n_records, self.loop_stats)
         return 0
 
     def calibrate(self, deadline: float) -> None:
@@ -325,7 +422,7 @@ class DeviceAgent:
         profile.extra["device_ms_measured"] = measured
         if profile.kind != "appeal" and profile.device_ms[profile.last_split] > 0:
             self.estimator.device_slowdown = measured / profile.device_ms[profile.last_split]
-        self.strategy.setup(self.profiles, self.context, self.estimator.estimates(time.monotonic()))
+        self.strategy.setup(self.profiles, self.context, self.current_estimates(time.monotonic()))
 
     def workload(self, t_start: float) -> None:
         fps = float(self.cfg.get("fps", 5.0))
@@ -333,10 +430,17 @@ class DeviceAgent:
         closed = self.cfg.get("workload", "open") == "closed"
         total = int(round(duration * fps)) if not closed else None
         t_end = t_start + duration
-        self.last_network_activity = t_start
+        self.last_network_activity = self.last_probe = t_start
         next_id = 0
+        last_turn = time.monotonic()
         while True:
             now = time.monotonic()
+            gap = now - last_turn
+            last_turn = now
+            self.loop_stats["turns"] += 1
+            self.loop_stats["max_gap_s"] = max(self.loop_stats["max_gap_s"], gap)
+            self.loop_stats["gaps_over_100ms"] += gap > 0.1
+            self.expire(now)
             if closed:
                 busy = any(not f.is_probe for f in self.in_flight.values())
                 if now >= t_start and now < t_end and not busy:
@@ -359,7 +463,10 @@ class DeviceAgent:
             self.maybe_probe(now)
             wake = min(next_due, self.last_network_activity + self.probe_interval) if self.strategy.uses_network \
                 else next_due
-            for result in self.client.poll(timeout=max(0.0, min(wake - now, 0.1))):
+            deadlines = [f.deadline - SEND_MARGIN_S / 2 for f in self.in_flight.values() if not f.is_probe]
+            if deadlines:
+                wake = min(wake, min(deadlines))
+            for result in self.client.poll(timeout=max(0.0, min(wake - time.monotonic(), MAX_POLL_S))):
                 self.on_result(result)
 
 

@@ -47,6 +47,15 @@ class SessionConfig:
     # Processes load (torch import, models, profiles) during this many seconds of emulated time;
     # traces and faults are delayed by it, so trace time 0 is the workload's start (t0 + startup_s).
     startup_s: float = 6.0
+    # Dataset options for every model of the session (``DataConfig`` fields: size, channels, ...);
+    # empty = the models' defaults (digits at 16x16, 1 channel). See docs in testbed/runtime/README.
+    data_options: dict = field(default_factory=dict)
+    # CFS period (ms) for the device hosts' CPU quota: the share is enforced at this granularity, so a
+    # 0.25-core device runs an inference ~4x slower instead of at full speed then idle 75 ms.
+    device_cpu_period_ms: float | None = 10.0
+    # Per-device CPU shares (cores) overriding the topology's, e.g. {"device1": 0.5, "device2": 0.2}
+    # for a fleet of unequal devices from one ``count:`` host entry.
+    device_cpu: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -56,17 +65,20 @@ class SessionResult:
     n_requests: int
     cloud_compute_s: float
     wall_s: float
+    summary: dict = field(default_factory=dict)  # also in <out_dir>/summary.json: per device, fairness, cloud
 
 
-def _checkpoints(names: list[str], data: str, cache_dir: str | None, epochs_for: dict[str, int]) -> dict[str, str]:
+def _checkpoints(names: list[str], data: str, cache_dir: str | None, epochs_for: dict[str, int],
+                 data_options: dict | None = None) -> dict[str, str]:
     from testbed.models import checkpoint_dir, load_or_train
     from testbed.models.train import DataConfig, TrainConfig
 
     out = {}
     for name in names:
         train = TrainConfig(epochs=epochs_for[name]) if name in epochs_for else TrainConfig()
-        load_or_train(name, DataConfig(name=data), cache_dir=cache_dir, train=train)
-        out[name] = str(checkpoint_dir(name, DataConfig(name=data), train, None, cache_dir).resolve())
+        config = DataConfig(name=data, **(data_options or {}))
+        load_or_train(name, config, cache_dir=cache_dir, train=train)
+        out[name] = str(checkpoint_dir(name, config, train, None, cache_dir).resolve())
     return out
 
 
@@ -120,6 +132,55 @@ def _delayed_inputs(cfg: SessionConfig) -> tuple[dict, list]:
     return traces, faults
 
 
+def _set_cpu(tasks_path: str, cores: float, period_ms: float | None) -> None:
+    """Rewrite a host's cgroup CPU quota: ``cores`` per ``period_ms`` (cgroup v1 or v2)."""
+    folder = Path(tasks_path).parent
+    period_us = int((period_ms or 100.0) * 1000)
+    quota_us = max(1000, int(cores * period_us))
+    if (folder / "cpu.max").exists():
+        (folder / "cpu.max").write_text(f"{quota_us} {period_us}")
+    else:
+        (folder / "cpu.cfs_quota_us").write_text("-1")
+        (folder / "cpu.cfs_period_us").write_text(str(period_us))
+        (folder / "cpu.cfs_quota_us").write_text(str(quota_us))
+
+
+def _read_cpu(tasks_path: str) -> str:
+    folder = Path(tasks_path).parent
+    if (folder / "cpu.max").exists():
+        return (folder / "cpu.max").read_text().strip()
+    return f"{(folder / 'cpu.cfs_quota_us').read_text().strip()} {(folder / 'cpu.cfs_period_us').read_text().strip()}"
+
+
+def jain_index(values: list[float]) -> float | None:
+    """Jain's fairness index (sum x)^2 / (n sum x^2): 1 = equal shares, 1/n = one takes all."""
+    if not values or not any(values):
+        return None
+    return sum(values) ** 2 / (len(values) * sum(v * v for v in values))
+
+
+def summarise(records_by_device: dict[str, list[dict]], duration_s: float, cloud_stats: dict | None) -> dict:
+    """Per-device served/throughput/deadline misses, Jain's index over throughput, server cost."""
+    devices = {}
+    for name, records in records_by_device.items():
+        answered = [r for r in records if r["outcome"] in ("device_exit", "cloud", "fallback_exit")]
+        on_time = [r for r in answered if r["latency_s"] <= r["deadline_s"]]
+        correct = [r for r in on_time if r["correct"]]
+        devices[name] = {"requests": len(records), "answered": len(answered), "on_time": len(on_time),
+                         "throughput_rps": len(on_time) / duration_s if duration_s else 0.0,
+                         "goodput_rps": len(correct) / duration_s if duration_s else 0.0,
+                         "deadline_miss_rate": 1 - len(on_time) / len(records) if records else None,
+                         "offloaded": sum(r["outcome"] == "cloud" for r in records),
+                         "cloud_compute_s": sum(r["cloud_compute_s"] or 0.0 for r in records),
+                         "energy_j": sum(r["energy_j"] or 0.0 for r in records)}
+    cloud = cloud_stats or {}
+    return {"devices": devices,
+            "jain_throughput": jain_index([d["throughput_rps"] for d in devices.values()]),
+            "jain_goodput": jain_index([d["goodput_rps"] for d in devices.values()]),
+            "cloud_compute_s": cloud.get("compute_s", 0.0), "cloud_cpu_s": cloud.get("cpu_s", 0.0),
+            "cloud_requests": cloud.get("requests", 0)}
+
+
 def _wait_for(paths: list[Path], procs: dict[str, Any], timeout: float, what: str) -> None:
     end = time.monotonic() + timeout
     while not all(p.exists() for p in paths):
@@ -147,8 +208,8 @@ def run_session(cfg: SessionConfig) -> SessionResult:
         raise ConfigError("workload", f"must be 'open' or 'closed', got {cfg.workload!r}")
     wanted = strategy.models(cfg.model)
     epochs = {v: strategy.p["variant_epochs"] for v in wanted["device"]} if "variant_epochs" in strategy.p else {}
-    device_models = _checkpoints(wanted["device"], cfg.data, cfg.model_cache_dir, epochs)
-    cloud_models = _checkpoints(wanted["cloud"], cfg.data, cfg.model_cache_dir, epochs)
+    device_models = _checkpoints(wanted["device"], cfg.data, cfg.model_cache_dir, epochs, cfg.data_options)
+    cloud_models = _checkpoints(wanted["cloud"], cfg.data, cfg.model_cache_dir, epochs, cfg.data_options)
     proxy_ms = {}
     if cfg.strategy == "device-aware":
         from testbed.models import read_card
@@ -174,6 +235,17 @@ def run_session(cfg: SessionConfig) -> SessionResult:
         unknown = [d for d in devices if d not in emu.topology.hosts]
         if unknown:
             raise ConfigError("devices", f"unknown hosts {unknown}; device hosts: {', '.join(emu.hosts('device'))}")
+        cpu_limits = {}
+        cpu_of = {name: float(cfg.device_cpu.get(name, emu.topology.hosts[name].cpu or 0) or 0) or None
+                   for name in devices}
+        for name in devices:
+            tasks = getattr(emu.host(name), "cgroup_tasks", None)
+            if tasks and cpu_of[name] and (cfg.device_cpu_period_ms or name in cfg.device_cpu):
+                _set_cpu(tasks, cpu_of[name], cfg.device_cpu_period_ms)
+                cpu_limits[name] = _read_cpu(tasks)
+            elif name in cfg.device_cpu and not tasks:
+                raise ConfigError("device_cpu", f"host {name} has no CPU cgroup to change (give it a cpu share "
+                                  "in the topology)")
         try:
             cloud_cfg = {"endpoint": f"tcp://*:{CLOUD_PORT}", "models": cloud_models,
                          "cpu_share": emu.topology.hosts[cloud_name].cpu, "stats_path": str(out / "cloud_stats.json"),
@@ -192,7 +264,7 @@ def run_session(cfg: SessionConfig) -> SessionResult:
                     "strategy": cfg.strategy, "strategy_params": cfg.strategy_params, "fps": cfg.fps,
                     "duration_s": cfg.duration_s, "deadline_s": cfg.deadline_s, "sla": cfg.sla,
                     "seed": cfg.seed + index, "workload": cfg.workload, "energy": cfg.energy,
-                    "cpu": emu.topology.hosts[name].cpu, "proxy_ms": proxy_ms,
+                    "cpu": cpu_of[name], "proxy_ms": proxy_ms,
                     "out_path": str(out / f"records-{name}.jsonl"), "ready_path": str(out / f"{name}.ready"),
                     "go_path": str(out / "go.json")}
                 (out / f"session-{name}.json").write_text(json.dumps(session, indent=2))
@@ -242,15 +314,24 @@ def run_session(cfg: SessionConfig) -> SessionResult:
                 f.close()
     records_path = out / "records.jsonl"
     n = 0
+    by_device: dict[str, list[dict]] = {}
     with open(records_path, "w") as merged:
         for name in devices:
             part = out / f"records-{name}.jsonl"
+            by_device[name] = []
             if part.exists():
                 for line in part.read_text().splitlines():
                     if line.strip():
                         merged.write(line + "\n")
+                        by_device[name].append(json.loads(line))
                         n += 1
     stats_path = out / "cloud_stats.json"
-    cloud_compute = json.loads(stats_path.read_text())["compute_s"] if stats_path.exists() else 0.0
+    cloud_stats = json.loads(stats_path.read_text()) if stats_path.exists() else None
+    cloud_compute = cloud_stats["compute_s"] if cloud_stats else 0.0
+    summary = summarise(by_device, cfg.duration_s, cloud_stats)
+    summary["device_cpu"] = cpu_of
+    summary["device_cpu_period_ms"] = cfg.device_cpu_period_ms
+    summary["device_cpu_limit"] = cpu_limits
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return SessionResult(out_dir=str(out), records_path=str(records_path), n_requests=n,
-                         cloud_compute_s=cloud_compute, wall_s=time.monotonic() - wall0)
+                         cloud_compute_s=cloud_compute, wall_s=time.monotonic() - wall0, summary=summary)
