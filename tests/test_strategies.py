@@ -148,3 +148,49 @@ def test_record_schema():
     assert tuple(record) == RECORD_KEYS and validate_record(record) == []
     record["outcome"] = "lost"
     assert validate_record(record)
+
+
+def test_estimator_in_flight_bound_reacts_before_any_deadline():
+    est = NetworkEstimator()
+    est.on_success(0.0, 16384, 0, 16384 * 8 / 20e6, None, 0.002)
+    fresh = est.estimates(1.0, in_flight=[(4096, 0.01)])
+    assert fresh.bw_up_mbps == pytest.approx(est.bw_up)  # a young request proves nothing
+    stalled = est.estimates(1.2, in_flight=[(4096, 0.2)])
+    assert stalled.bw_up_mbps < 0.2 and stalled.connected  # 4 kB not through in 0.2 s: < 0.17 Mbit/s
+
+
+def test_estimator_small_messages_give_no_bandwidth_sample_and_recovery_replaces():
+    est = NetworkEstimator(initial_mbps=10.0)
+    est.on_success(0.0, 1024, 0, 1e-5, None, 0.001)  # passes within the shaper's bucket: no sample
+    assert est.bw_up == pytest.approx(10.0)
+    for t in range(5):
+        est.on_failure(1.0 + t, 0.5)
+    assert est.bw_up < 0.5 and not est.connected
+    est.on_success(7.0, 16384, 0, (16384 - 3000) * 8 / 20e6, None, 0.002)
+    assert est.bw_up == pytest.approx(20.0) and est.connected  # not averaged with the outage
+
+
+def test_estimator_failure_with_bytes_bounds_the_rate():
+    est = NetworkEstimator(initial_mbps=40.0)
+    est.on_failure(1.0, 1.0, bytes_up=4096)
+    assert est.bw_up <= 4096 * 8 / 1e6 + 1e-9
+
+
+def test_fleet_summary_and_jain_index():
+    from testbed.runtime.session import jain_index, summarise
+
+    assert jain_index([1.0, 1.0, 1.0]) == pytest.approx(1.0)
+    assert jain_index([3.0, 0.0, 0.0]) == pytest.approx(1 / 3)
+    assert jain_index([]) is None
+
+    def rec(outcome, latency, correct=True, cloud=None):
+        return {"outcome": outcome, "latency_s": latency, "deadline_s": 1.0, "correct": correct,
+                "cloud_compute_s": cloud, "energy_j": 0.1}
+
+    summary = summarise({"a": [rec("cloud", 0.1, cloud=0.01), rec("device_exit", 0.2)],
+                         "b": [rec("timeout", 1.0, None), rec("cloud", 1.5, cloud=0.01)]}, 2.0,
+                        {"compute_s": 0.02, "cpu_s": 0.02, "requests": 2})
+    assert summary["devices"]["a"]["throughput_rps"] == pytest.approx(1.0)
+    assert summary["devices"]["b"]["on_time"] == 0 and summary["devices"]["b"]["deadline_miss_rate"] == 1.0
+    assert summary["jain_throughput"] == pytest.approx(0.5)
+    assert summary["cloud_compute_s"] == pytest.approx(0.02) and summary["cloud_requests"] == 2

@@ -106,7 +106,7 @@ class NetworkEstimator:
         for nbytes, age in in_flight:
             expected = (self.rtt_ms + self.queue_ms) / 1e3 + nbytes * 8 / max(self.bw_up, MIN_MBPS) / 1e6
             if age > STALL_MIN_S and age > STALL_FACTOR * expected:
-                rate = max(nbytes, MIN_SAMPLE_BYTES) * 8 / age / 1e6
+                rate = max(nbytes, 1) * 8 / age / 1e6
                 bound = rate if bound is None else min(bound, rate)
         if bound is not None and bound < est.bw_up_mbps:
             est = replace(est, bw_up_mbps=max(MIN_MBPS, bound))
