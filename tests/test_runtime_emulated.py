@@ -1,7 +1,13 @@
 """Every strategy on a real emulated network: step trace (20 -> 0.05 -> 20 Mbit/s) plus an outage.
 
-Workload: 5 fps for 20 s, deadline 1 s, device CPU share 0.01 (the tiny digits model then takes
-~0.1 s on the device, so offloading pays off when the link is up). Trace time 0 = workload start.
+Workload (chosen from measurements, see testbed/runtime/README.md): digits upsampled to 32x32 (1
+channel, a 4 kB float32 input), ResNet-20 at double width (``resnet-ee-w2.0-d3``, ~4.7 ms per image
+on one core of the test host), device CPU share 0.2 core enforced over 5 ms CFS periods, so the
+device needs ~24 ms per image while offloading the input costs ~2 ms of transfer plus 5-10 ms of
+cloud compute on the 20 Mbit/s link: offloading pays off while the link is up and not at
+0.05 Mbit/s or in the outage. 5 fps for 20 s, deadline 1 s. Trace time 0 = workload start.
+The other strategies' models (sparse ResNet, AppealNet pair, device-aware variants) are trained on
+the same 32x32 input.
 """
 
 from __future__ import annotations
@@ -20,26 +26,33 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 FPS, DURATION, DEADLINE = 5.0, 20.0, 1.0
 OUTAGE = (9.0, 12.0)
 LOW = (4.0, 7.0)
-# Stated slack: 95% of records finish within 0.15 s after their deadline, all within 2 s. Under a 1%
-# CPU share a one-off CPU cost (e.g. the transport re-creating its socket after timeouts at the
-# 0.05 Mbit/s step) stalls the agent for several 100 ms CFS periods; see the runtime's known issues.
+DEVICE_CPU = 0.2
+MODEL = "resnet-ee-w2.0-d3"
+DATA = {"size": 32, "channels": 1}
+LAST_SPLIT = "s3b2"
+# Every request is resolved by its deadline; the slack covers one device head (~20 ms) running while
+# an earlier request's deadline passes, and scheduling noise on a shared 2-core host.
 DEADLINE_SLACK_S = 0.15
-MAX_OVERSHOOT_S = 2.0
+MAX_OVERSHOOT_S = 0.5
 CACHE = "results/benchmarks/models/cache"
+STARTUP_S = 10.0  # room for loading on a busy shared host, so trace time 0 is the workload's start
 
 
 def session(strategy: str, tmp_path, **params) -> list[dict]:
     trace = steps([(0, 20, 20), (LOW[0], 0.05, 0.05), (LOW[1], 20, 20)], duration=30)
-    cfg = SessionConfig(topology="topologies/device-cloud.yaml", params={"device_cpu": 0.01}, traces={"access": trace},
+    cfg = SessionConfig(topology="topologies/device-cloud.yaml", params={"device_cpu": DEVICE_CPU},
+                        traces={"access": trace},
                         faults=[{"kind": "outage", "link": "access", "start": OUTAGE[0], "end": OUTAGE[1]}],
-                        model="resnet20-ee", strategy=strategy, strategy_params=params, fps=FPS, duration_s=DURATION,
-                        deadline_s=DEADLINE, out_dir=str(tmp_path / strategy), model_cache_dir=CACHE)
+                        model=MODEL, data_options=DATA, strategy=strategy, strategy_params=params, fps=FPS,
+                        duration_s=DURATION, deadline_s=DEADLINE, out_dir=str(tmp_path / strategy),
+                        model_cache_dir=CACHE, startup_s=STARTUP_S)
     result = run_session(cfg)
     records = [json.loads(line) for line in open(result.records_path)]
     start = json.loads(open(tmp_path / strategy / "go.json").read())["t_start_rel"]
     for r in records:
         r["t_rel"] = r["t_arrival"] - start
     assert result.n_requests == len(records)
+    assert result.summary["device_cpu"]["device"] == DEVICE_CPU
     return records
 
 
@@ -48,8 +61,10 @@ def check_common(records: list[dict]) -> None:
         clean = {k: v for k, v in r.items() if k != "t_rel"}
         assert validate_record(clean) == [], clean
         assert r["latency_s"] <= r["deadline_s"] + MAX_OVERSHOOT_S, r
+        if r["outcome"] == "cloud":  # a reply handled after the deadline is never counted as served
+            assert r["latency_s"] <= r["deadline_s"] + 0.01, r
     late = [r for r in records if r["latency_s"] > r["deadline_s"] + DEADLINE_SLACK_S]
-    assert len(late) <= 0.05 * len(records), late
+    assert len(late) <= 0.02 * len(records), late
     ids = collections.Counter(r["request_id"] for r in records)
     assert sorted(ids) == list(range(int(FPS * DURATION))) and set(ids.values()) == {1}
 
@@ -89,11 +104,42 @@ def test_neurosurgeon_follows_the_link(tmp_path, clean_machine):
     records = session("neurosurgeon", tmp_path)
     check_common(records)
     before = [r for r in records if 1.0 <= r["t_rel"] < LOW[0]]
-    assert sum(r["split"] == "input" for r in before) >= 0.8 * len(before)
+    assert sum(r["split"] == "input" for r in before) >= 0.8 * len(before), "does not offload on a good link"
+    slow = in_window(records, LOW)
+    assert slow and all(r["split"] == LAST_SPLIT for r in slow), "offloads at 0.05 Mbit/s"
+    between = [r for r in records if LOW[1] + 1.0 <= r["t_rel"] < OUTAGE[0]]
+    assert sum(r["split"] == "input" for r in between) >= 0.6 * len(between), "no return after the slow step"
     down = in_window(records, OUTAGE)
-    assert down and all(r["split"] == "s3b2" for r in down)
-    after = [r for r in records if OUTAGE[1] + 2.5 <= r["t_rel"]]
-    assert any(r["split"] != "s3b2" for r in after), "did not return to offloading after the outage"
+    assert down and all(r["split"] == LAST_SPLIT for r in down)
+    after = [r for r in records if OUTAGE[1] + 1.5 <= r["t_rel"]]
+    assert sum(r["split"] == "input" for r in after) >= 0.8 * len(after), \
+        "did not return to offloading after the outage"
+
+
+def test_fleet_shares_a_cell_fairly_counted(tmp_path, clean_machine):
+    """Three devices of unequal CPU share a traced cell (20 -> 3 Mbit/s) to one cloud."""
+    shares = {"device1": 0.5, "device2": 0.25, "device3": 0.15}
+    trace = steps([(0, 20, 20), (6, 3, 3)], duration=30)
+    cfg = SessionConfig(topology="topologies/fleet.yaml", params={"n_devices": 3}, device_cpu=shares,
+                        traces={"cell": trace}, model=MODEL, data_options=DATA, strategy="neurosurgeon", fps=FPS,
+                        duration_s=12.0, deadline_s=DEADLINE, out_dir=str(tmp_path / "fleet"), model_cache_dir=CACHE,
+                        startup_s=STARTUP_S)
+    result = run_session(cfg)
+    records = [json.loads(line) for line in open(result.records_path)]
+    by_device = collections.defaultdict(list)
+    for r in records:
+        assert validate_record(r) == [], r
+        by_device[r["device"]].append(r)
+    assert set(by_device) == set(shares)
+    for name, rows in by_device.items():
+        assert sorted(r["request_id"] for r in rows) == list(range(int(FPS * 12.0))), name
+        assert sum(r["latency_s"] <= r["deadline_s"] for r in rows) >= 0.9 * len(rows), name
+    summary = json.loads((tmp_path / "fleet" / "summary.json").read_text())
+    assert summary == result.summary and summary["device_cpu"] == shares
+    assert summary["cloud_requests"] > 0 and summary["cloud_compute_s"] > 0
+    assert result.cloud_compute_s == pytest.approx(summary["cloud_compute_s"])
+    assert 1 / 3 <= summary["jain_throughput"] <= 1.0
+    assert set(summary["devices"]) == set(shares)
 
 
 def test_bad_strategy_and_parameter_are_config_errors(tmp_path):

@@ -32,15 +32,36 @@ class ModelServer:
         from testbed.models import load_checkpoint
 
         self.models = {}
+        self._shapes = {}
         for name, directory in model_dirs.items():
-            model, _card = load_checkpoint(directory)
+            model, card = load_checkpoint(directory)
             model.eval()
             self.models[name] = model
+            self._shapes[name] = (model, tuple(card["dataset"]["input_shape"]))
         self._lock = threading.Lock()
         self.requests = 0
         self.compute_s = 0.0
         self.cpu_s = 0.0
         self.by_model: dict[str, dict] = {}
+
+    def warm_up(self) -> None:
+        """Run every model and every tail once: the first call of a model costs 10x a warm one, and
+        the devices' estimators would read that as a loaded server."""
+        from testbed.runtime.execution import run_tail
+
+        for name, (model, shape) in self._shapes.items():
+            x = torch.zeros((1, *shape))
+            with torch.no_grad():
+                if not hasattr(model, "split_index"):
+                    model(x)
+                    continue
+                for split in model.split_points:
+                    features = model.head(x, upto=split)[0] if split != "input" else x
+                    position = model.split_index(split)
+                    for info in model.exits:  # the exits a request from this split may ask for
+                        if model.split_index(info.after) >= position:
+                            run_tail(model, features, split, info.index)
+            log.info("warmed %s", name)
 
     def infer(self, request):
         from testbed.runtime.execution import run_tail
@@ -107,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     from testbed.transport import BUILTIN_HANDLERS, Server
 
     model_server = ModelServer(models)
+    try:
+        model_server.warm_up()
+    except Exception as exc:  # noqa: BLE001 - warming is an optimisation, never a reason not to serve
+        log.warning("warm-up failed: %s", exc)
     handlers = {**BUILTIN_HANDLERS, "infer": model_server.infer}
     server = Server(endpoint, handlers=handlers, workers=workers,
                     max_queue=args.max_queue or config.get("max_queue", 64)).start()

@@ -266,10 +266,10 @@ class DeviceAgent:
             self.probe_size = min(self.probe_bytes, self.probe_size * 8) if quick else \
                 max(PROBE_MIN_BYTES, self.probe_size // 8)
             if result.ok:
-                rtt = (ts["t_recv"] - ts["t_send"]) / 1e9 if "t_send" in ts and "t_recv" in ts else None
-                server = (ts["t_tx"] - ts["t_rx"]) / 1e9 if "t_tx" in ts and "t_rx" in ts else 0.0
+                # RTT = twice the small reply's one-way time (the probe's own uplink transfer is
+                # bandwidth, not latency)
                 self.estimator.on_success(now, result.bytes_up, result.bytes_down, uplink, None,
-                                          rtt - server if rtt else None)
+                                          2 * downlink if downlink is not None else None)
             elif result.status == "timeout":
                 self.estimator.on_failure(now, now - flight.t_submit, flight.bytes_up if result.attempts else 0)
             return
@@ -290,15 +290,14 @@ class DeviceAgent:
         if result.ok:
             transfer = (uplink or 0.0) + (downlink or 0.0)
             record["transfer_s"] = transfer
-            server = (ts["t_tx"] - ts["t_rx"]) / 1e9 if "t_tx" in ts and "t_rx" in ts else 0.0
-            rtt = (ts["t_recv"] - ts["t_send"]) / 1e9 - server if "t_send" in ts else None
+            rtt = 2 * downlink if downlink is not None else None  # see the probes
             profile = self.profiles.get(flight.plan.cloud_model or flight.plan.model or self.session_model)
             ratio = None
             if profile is not None and profile.kind != "appeal" and info.get("compute_s"):
                 profiled = profile.cloud_ms.get(record["split"] or "input", 0.0)
                 ratio = info["compute_s"] * 1e3 / profiled if profiled > 0 else None
-            self.estimator.on_success(now, result.bytes_up, result.bytes_down, uplink, downlink,
-                                      min(rtt, 2 * transfer) if rtt and transfer else rtt, info.get("queue_s"), ratio)
+            self.estimator.on_success(now, result.bytes_up, result.bytes_down, uplink, downlink, rtt,
+                                      info.get("queue_s"), ratio)
             energy = self.energy.request_energy(flight.compute_s, result.bytes_up, result.bytes_down, transfer,
                                                 flight.t_submit - self.t0, now - self.t0)
             self.finish(record, "cloud", flight.arrival, energy, flight.plan.exit_index

@@ -26,6 +26,7 @@ BURST_BYTES = 3000
 STALL_MIN_S = 0.05  # in-flight younger than this says nothing (scheduling noise)
 STALL_FACTOR = 3.0  # ... nor one younger than 3x its predicted round trip
 MIN_MBPS = 1e-3
+SERVER_MEMORY_S = 2.0  # server load estimates relax toward "unloaded" with this half-life when unobserved
 
 
 class NetworkEstimator:
@@ -42,6 +43,8 @@ class NetworkEstimator:
         self.last_success: float | None = None
         self.samples = 0
         self.last_bw_sample: float | None = None
+        self.last_server_sample: float | None = None
+        self.cloud_floor: float | None = None  # the lowest server slowdown seen (an unloaded server)
         self._stale_up = self._stale_down = self._stale_rtt = False
 
     def _mix(self, old: float, new: float) -> float:
@@ -73,13 +76,34 @@ class NetworkEstimator:
         if down:
             self.bw_down = max(MIN_MBPS, down if self._stale_down else self._mix(self.bw_down, down))
             self._stale_down = False
+        elif self._stale_down and up:
+            # Replies are small (logits) and rarely give a downlink sample: after an outage take the
+            # uplink's recovery as the downlink's until a real sample comes.
+            self.bw_down = max(self.bw_down, self.bw_up)
+            self._stale_down = False
         if rtt_s is not None and rtt_s > 0:
             self.rtt_ms = rtt_s * 1e3 if self._stale_rtt else self._mix(self.rtt_ms, rtt_s * 1e3)
             self._stale_rtt = False
+        if queue_s is not None or cloud_ratio is not None:
+            self._relax_server(now)
+            self.last_server_sample = now
         if queue_s is not None:
             self.queue_ms = self._mix(self.queue_ms, queue_s * 1e3)
         if cloud_ratio is not None and cloud_ratio > 0:
+            self.cloud_floor = cloud_ratio if self.cloud_floor is None else min(self.cloud_floor, cloud_ratio)
             self.cloud_slowdown = self._mix(self.cloud_slowdown, min(cloud_ratio, 50.0))
+
+    def _relax_server(self, now: float) -> None:
+        """An old server-load sample says less and less: a device that stopped offloading because
+        the server looked loaded must eventually try again (otherwise one slow reply, e.g. a cold
+        start, keeps it off the server for the whole session)."""
+        if self.last_server_sample is None or now <= self.last_server_sample:
+            return
+        keep = 0.5 ** ((now - self.last_server_sample) / SERVER_MEMORY_S)
+        self.queue_ms *= keep
+        floor = self.cloud_floor if self.cloud_floor is not None else 1.0
+        self.cloud_slowdown = floor + (self.cloud_slowdown - floor) * keep
+        self.last_server_sample = now
 
     def on_failure(self, now: float, waited_s: float, bytes_up: int = 0) -> None:
         """A timeout (or a send that never got through): at most ``bytes_up`` crossed in ``waited_s``."""
@@ -99,6 +123,7 @@ class NetworkEstimator:
     def estimates(self, now: float, in_flight=()) -> Estimates:
         """Current estimates; ``in_flight``: (bytes_up, age_s) of requests not answered yet."""
         since = now - self.last_success if self.last_success is not None else 0.0
+        self._relax_server(now)
         est = Estimates(bw_up_mbps=self.bw_up, bw_down_mbps=self.bw_down, rtt_ms=self.rtt_ms,
                         connected=self.connected, cloud_queue_ms=self.queue_ms, cloud_slowdown=self.cloud_slowdown,
                         device_slowdown=self.device_slowdown, since_success_s=since)

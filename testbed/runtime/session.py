@@ -51,8 +51,10 @@ class SessionConfig:
     # empty = the models' defaults (digits at 16x16, 1 channel). See docs in testbed/runtime/README.
     data_options: dict = field(default_factory=dict)
     # CFS period (ms) for the device hosts' CPU quota: the share is enforced at this granularity, so a
-    # 0.25-core device runs an inference ~4x slower instead of at full speed then idle 75 ms.
-    device_cpu_period_ms: float | None = 10.0
+    # 0.25-core device runs an inference ~4x slower instead of at full speed then idle 75 ms. The
+    # kernel's smallest quota is 1 ms, so the period is lengthened to 1 ms / share where needed
+    # (0.2 core: 5 ms). None keeps the topology's 100 ms period.
+    device_cpu_period_ms: float | None = 2.0
     # Per-device CPU shares (cores) overriding the topology's, e.g. {"device1": 0.5, "device2": 0.2}
     # for a fleet of unequal devices from one ``count:`` host entry.
     device_cpu: dict = field(default_factory=dict)
@@ -136,6 +138,7 @@ def _set_cpu(tasks_path: str, cores: float, period_ms: float | None) -> None:
     """Rewrite a host's cgroup CPU quota: ``cores`` per ``period_ms`` (cgroup v1 or v2)."""
     folder = Path(tasks_path).parent
     period_us = int((period_ms or 100.0) * 1000)
+    period_us = min(1_000_000, max(period_us, int(1000 / cores)))  # quota >= 1 ms, period <= 1 s
     quota_us = max(1000, int(cores * period_us))
     if (folder / "cpu.max").exists():
         (folder / "cpu.max").write_text(f"{quota_us} {period_us}")
