@@ -235,3 +235,14 @@ def test_cli_check_lists_cells(capsys):
     assert main(["run", "--check", str(REPO / "experiments/quickstart.yaml")]) == 0
     assert "sessions" in capsys.readouterr().out
     assert main(["run", "--check", str(REPO / "experiments/none.yaml")]) == 2
+
+
+def test_data_options_are_validated_and_reach_the_session():
+    from testbed.experiment.runner import session_settings
+
+    exp = parse(data_options={"size": 32, "channels": 1})
+    cell = exp.cells[0]
+    strategy = next(iter(exp.strategies)) if not isinstance(exp.strategies, dict) else next(iter(exp.strategies.values()))
+    assert session_settings(exp, cell, strategy, 0)["data_options"] == {"size": 32, "channels": 1}
+    assert "data_options.width" in str(error_of(data_options={"width": 2}))
+    assert "positive integer" in str(error_of(data_options={"size": 0}))

@@ -88,6 +88,8 @@ def session_settings(exp: Experiment, cell: Cell, strategy: StrategySpec, repeat
         extra["workload"] = workload["mode"]
     if cfg.get("energy"):
         extra["energy"] = dict(cfg["energy"])
+    if cfg.get("data_options"):
+        extra["data_options"] = dict(cfg["data_options"])
     return {
         **extra,
         "topology": str(resolve_path(cfg["topology"], cfg.get("_base"))),

@@ -65,7 +65,9 @@ TOP_KEYS = {
     "sweep_link": "the link a 'trace' sweep axis replaces",
     "paper": "paper-comparison settings (see testbed.analysis.paper)",
     "energy": "energy-model settings for the runtime, e.g. {radio: lte, compute_power_w: 2.0}",
+    "data_options": "dataset options for every model of the session, e.g. {size: 32, channels: 1}",
 }
+DATA_OPTION_KEYS = ("size", "channels")
 TRACE_KEYS = {
     "file": "path to a trace file (any format testbed.traces reads)",
     "constant": "{down: Mbit/s, up: Mbit/s} instead of a file",
@@ -423,6 +425,12 @@ def parse_experiment(raw: Any, src: str = "<dict>", base: Path | None = None) ->
             raise _err(src, f"workload.{key}", f"missing ({WORKLOAD_KEYS[key]})")
         _number(src, f"workload.{key}", workload[key])
     _mapping(src, "energy", raw.get("energy"), TOP_KEYS["energy"])
+    data_options = _mapping(src, "data_options", raw.get("data_options"), TOP_KEYS["data_options"])
+    for key, value in data_options.items():
+        if key not in DATA_OPTION_KEYS:
+            raise _err(src, f"data_options.{key}", f"unknown option; allowed: {', '.join(DATA_OPTION_KEYS)}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _err(src, f"data_options.{key}", f"must be a positive integer, got {value!r}")
     sla = _mapping(src, "sla", raw.get("sla"), TOP_KEYS["sla"])
     for key, value in sla.items():
         if value is not None and not isinstance(value, (int, float, str, list)):
