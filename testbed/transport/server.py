@@ -282,6 +282,10 @@ class Server:
         for thread in workers:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._forward_done(router)
+        if self.stats.received:
+            # Clients connect with IMMEDIATE=1: libzmq discards messages a peer has received but not yet
+            # read when the connection drops. Keep the connection up briefly so final replies get read.
+            time.sleep(min(self.linger_s, 0.5))
 
     # -- I/O loop -------------------------------------------------------------
 
