@@ -22,7 +22,6 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +45,6 @@ def resolve_path(path: str | Path, base: Path | None = None) -> Path:
         if root is not None and (root / p).exists():
             return root / p
     return p
-
-
-@dataclass
-class _Node:
-    name: str
-    mn: Any  # the Mininet node
 
 
 def _host_class():

@@ -31,7 +31,6 @@ class Fidelity:
     expected_mbps: np.ndarray  # trace rate averaged over each window (0 in outages)
     achieved_mbps: np.ndarray  # receiver-side, link-layer
     lags_ms: np.ndarray  # applied - scheduled for every rate/gate change
-    step_times: list[float] = field(default_factory=list)
     outages: list[tuple[float, float]] = field(default_factory=list)
 
     def delivered_fraction(self, warmup: float = 1.0) -> float:
@@ -78,20 +77,6 @@ def expected_per_window(steps: list[Step], duration: float, window: float) -> np
     n = int(duration / window)
     per = int(round(window / fine))
     return rate[: n * per].reshape(n, per).mean(axis=1) / 1e6
-
-
-def big_steps(steps: list[Step], duration: float) -> list[float]:
-    """Times where the link's capacity changes by more than 2x (or opens/closes)."""
-    out, prev = [], None
-    for s in steps:
-        cap = 0.0 if s.gate != OPEN else s.trace_bps
-        if s.t >= duration:
-            break
-        if prev is not None and (min(cap, prev) <= 0 < max(cap, prev) or
-                                 (min(cap, prev) > 0 and max(cap, prev) / min(cap, prev) > 2)):
-            out.append(s.t)
-        prev = cap
-    return out
 
 
 def read_lags(replay_csv: Path) -> np.ndarray:
@@ -162,7 +147,7 @@ def measure(topology: str | Path, trace, direction: str = "down", duration: floa
             outages.append((s.t, nxt.t if nxt else duration))
     return Fidelity(window=window, starts=np.arange(n) * window, expected_mbps=expected[:n],
                     achieved_mbps=achieved[:n], lags_ms=read_lags(out_dir / "replay.csv"),
-                    step_times=big_steps(steps, duration), outages=outages)
+                    outages=outages)
 
 
 def plot(fid: Fidelity, path: str | Path, title: str = "") -> None:
