@@ -40,19 +40,11 @@ def save(fig, out_dir: Path, name: str) -> list[Path]:
 
 
 def _cells(units: list[Unit]) -> list[str]:
-    seen: list[str] = []
-    for u in units:
-        if u.cell_id not in seen:
-            seen.append(u.cell_id)
-    return seen
+    return list(dict.fromkeys(u.cell_id for u in units))  # first-seen order
 
 
 def _strategies(units: list[Unit]) -> list[str]:
-    seen: list[str] = []
-    for u in units:
-        if u.strategy not in seen:
-            seen.append(u.strategy)
-    return seen
+    return list(dict.fromkeys(u.strategy for u in units))
 
 
 def _colors(names: list[str]) -> dict[str, str]:

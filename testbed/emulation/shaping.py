@@ -104,7 +104,11 @@ def install(port: Port, first: Step) -> None:
     run(ns, ["tc", "qdisc", "add", "dev", dev, "parent", "10:1", "handle", "20:", *leaf])
     if first.gate != OPEN:
         rate, burst, limit = gate_params(first.gate, port.queue_packets)
-        netlink.TcSocket(ns).change_tbf(dev, GATE, CLASS, rate, burst, limit)
+        sock = netlink.TcSocket(ns)
+        try:
+            sock.change_tbf(dev, GATE, CLASS, rate, burst, limit)
+        finally:
+            sock.close()
 
 
 def gate_params(gate: str, queue_packets: int) -> tuple[float, int, int]:
