@@ -10,6 +10,15 @@
 Entering builds and starts the network (Linux bridges and no controller by
 default), installs static shaping, then starts the replay clock at t = 0.
 Leaving, an exception, Ctrl-C or SIGTERM tears everything down.
+
+With ``hold_clock=True`` the network is built with every timeline's first step
+(trace step 0, faults at t = 0) installed and held; ``emu.start_clock(t)`` later
+starts the trace and fault clock at the monotonic time ``t`` (e.g. when every
+process in the hosts has loaded), so trace time 0 is a moment the caller chose:
+
+    with Emulation.from_yaml(..., hold_clock=True) as emu:
+        ...                                   # start processes, wait until they are ready
+        emu.start_clock(time.monotonic() + 1)  # trace time 0 in one second
 """
 
 from __future__ import annotations
@@ -98,7 +107,7 @@ class Emulation:
     def __init__(self, topology: Topology, traces: dict[str, Any] | None = None,
                  faults: list[Fault | dict] | None = None, log_dir: str | Path | None = None,
                  granularity: float = 0.1, switch: str = "linuxbridge", horizon: float = 3600.0,
-                 caps: capabilities.Capabilities | None = None):
+                 caps: capabilities.Capabilities | None = None, hold_clock: bool = False):
         if not (0.01 <= granularity <= 60):
             raise ConfigError("granularity", f"replay granularity must be within 0.01..60 s, got {granularity}")
         if switch not in ("linuxbridge", "ovs"):
@@ -115,7 +124,8 @@ class Emulation:
         self.timelines: dict[str, list[schedule.Step]] = {}
         self.ports: list[shaping.Port] = []
         self.net = None
-        self.t0: float | None = None
+        self.hold_clock = hold_clock
+        self.t0: float | None = None  # monotonic time of trace time 0 (None while the clock is held)
         self._record: cleanup.RunRecord | None = None
         self._replayer: Replayer | None = None
         self._old_handlers: dict[int, Any] = {}
@@ -175,11 +185,19 @@ class Emulation:
                         f"{self.topology.source}: links.{lname}.{d} asks for delay {spec.delay_ms} ms / jitter "
                         f"{spec.jitter_ms} ms, but this kernel has no sch_netem: delay cannot be emulated here. "
                         "Remove the delay or run on a kernel with netem (see 'testbed doctor').")
+                trace = self.traces.get((lname, d))
+                if trace is not None and trace.rtt_ms is not None and not c.netem:
+                    raise CapabilityError(
+                        f"links.{lname}.{d}: trace {trace.name!r} carries an RTT column (rtt_ms), replayed as "
+                        "netem delay, but this kernel has no sch_netem: delay cannot be emulated here. Drop the "
+                        "column (testbed traces import keeps it) or run on a kernel with netem (see 'testbed doctor').")
         wants_loss = {(f.link, d) for f in self.faults if f.kind == "loss" for d in f.directions()}
         for lname, link in self.topology.links.items():
             for d in ("up", "down"):
                 spec = link.direction(d)
-                uses_netem = c.netem and (spec.delay_ms or spec.jitter_ms or spec.loss_pct or (lname, d) in wants_loss)
+                replays_rtt = getattr(self.traces.get((lname, d)), "rtt_ms", None) is not None
+                uses_netem = c.netem and (spec.delay_ms or spec.jitter_ms or spec.loss_pct or (lname, d) in wants_loss
+                                          or replays_rtt)
                 if uses_netem and any(
                         f.link == lname and d in f.directions() and f.mode == "drop" and f.kind != "loss"
                         for f in self.faults):
@@ -210,14 +228,31 @@ class Emulation:
             self._record.acquire()
             self._build()
             self._shape()
-            self.t0 = time.monotonic()
-            if self._replayer:
-                self._replayer.start(self.t0)
-                self._record.add("helper_pids", self._replayer.pid)
-            self._write_logs()
+            if self.hold_clock:
+                self._write_logs()
+            else:
+                self.start_clock(time.monotonic())
         except BaseException:
             self.stop()
             raise
+
+    def start_clock(self, t0: float) -> None:
+        """Start the trace and fault clock: trace time 0 is the monotonic time ``t0`` (now or later).
+
+        Until then the links hold their first step. The replayer process is started here and sleeps
+        until ``t0`` + the first change, so a ``t0`` a little in the future is kept exactly.
+        """
+        if self.net is None:
+            raise TestbedError("start_clock: the emulation is not running")
+        if self.t0 is not None:
+            raise TestbedError(f"start_clock: the clock already started (t0 = {self.t0:.3f})")
+        if t0 < time.monotonic() - 1.0:
+            raise TestbedError(f"start_clock: t0 is {time.monotonic() - t0:.1f} s in the past")
+        self.t0 = float(t0)
+        if self._replayer:
+            self._replayer.start(self.t0)
+            self._record.add("helper_pids", self._replayer.pid)
+        self._write_logs()
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -324,12 +359,14 @@ class Emulation:
                 port = shaping.Port(
                     link=link.name, direction=d, node=sender, ifname=names[d], netns_pid=self._netns_pid(sender),
                     queue_packets=spec.queue_packets, use_netem=self.caps.netem and bool(
-                        spec.delay_ms or spec.jitter_ms or loss_mode == "netem"),
+                        spec.delay_ms or spec.jitter_ms or loss_mode == "netem"
+                        or (trace is not None and trace.rtt_ms is not None)),
                     delay_ms=spec.delay_ms, jitter_ms=spec.jitter_ms, loss_mode=loss_mode,
                     loss_netns_pid=loss_ns, loss_match=loss_match)
                 static_bps = spec.bw_mbps * 1e6 if spec.bw_mbps else None
                 steps = schedule.build_timeline(trace, d, static_bps, spec.loss_pct, self.faults, link.name,
-                                                self.granularity, self.horizon)
+                                                self.granularity, self.horizon, base_delay_ms=spec.delay_ms)
+                port.delay_line_packets = shaping.delay_line_packets(steps, spec.jitter_ms)
                 shaping.install(port, steps[0])
                 if loss_mode == "iptables" and steps[0].loss_pct:
                     shaping.set_loss(port, 0.0, steps[0].loss_pct)
@@ -400,7 +437,7 @@ class Emulation:
     def elapsed(self) -> float:
         """Seconds since the replay clock started (monotonic, the same clock in every host)."""
         if self.t0 is None:
-            raise TestbedError("the emulation is not running")
+            raise TestbedError("the emulation is not running or its clock is held (see start_clock)")
         return time.monotonic() - self.t0
 
     def timeline(self, link: str, direction: str) -> list[schedule.Step]:
