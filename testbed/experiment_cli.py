@@ -91,16 +91,34 @@ def paper_experiments() -> dict[str, Path]:
     return {p.stem: p for p in sorted(PAPER_DIR.glob("*.yaml"))}
 
 
+def data_reproductions() -> dict:
+    """Reproductions computed from shipped measurements alone (no emulated network): name -> function."""
+    from testbed.selection.reproduce import DATA_REPRODUCTIONS
+
+    return DATA_REPRODUCTIONS
+
+
 def reproduce_cmd(args) -> int:
     from testbed.analysis.paper import reproduce_report
     from testbed.errors import ConfigError
     from testbed.experiment import run_experiment
 
     available = paper_experiments()
+    data_only = data_reproductions()
     if args.name == "list":
         for name, path in available.items():
             print(f"{name:28s} {path.relative_to(REPO_ROOT)}")
+        for name in data_only:
+            print(f"{name:28s} (from measured data only; writes docs/reproductions/)")
         return 0
+    if args.name in data_only or args.name == "all":
+        for name in data_only if args.name == "all" else [args.name]:
+            print(f"== reproducing {name} (data only) ==")
+            result = data_only[name]()
+            print(result["text"])
+            print(f"files: {', '.join(str(p) for p in result['files'])}")
+        if args.name != "all":
+            return 0
     names = list(available) if args.name == "all" else [args.name]
     for name in names:
         if name not in available:
