@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from testbed.errors import TestbedError
+from testbed.user_code import is_user_ref
 
 DATASET_NAMES = ("digits", "cifar10", "cifar100", "imagefolder", "idx")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -111,8 +112,13 @@ def load_dataset(
     training part; the others are split train/val/test by a seeded stratified permutation.
     ``limit`` caps the number of training images (quick experiments on large sets).
     """
+    if is_user_ref(name):  # the user's own loader, module:callable (see testbed.user_data)
+        from testbed.user_data import load_user_dataset
+
+        return load_user_dataset(name, root=root, size=size, channels=channels, seed=seed, limit=limit)
     if name not in DATASET_NAMES:
-        raise DataError(name, f"unknown dataset; choose one of {', '.join(DATASET_NAMES)}")
+        raise DataError(name, f"unknown dataset; choose one of {', '.join(DATASET_NAMES)} or your own "
+                              "module:callable")
     if channels not in (1, 3):
         raise DataError(name, f"channels must be 1 or 3, got {channels}")
     if size < 4:

@@ -52,10 +52,10 @@ TOP_KEYS = {
     "params": "topology parameters (mapping)",
     "traces": "link -> trace spec (mapping)",
     "faults": "list of fault mappings (kind: outage|flap|loss)",
-    "model": "model registry name",
-    "data": "dataset name",
+    "model": "model registry name, or your own module:callable / file.py:callable",
+    "data": "dataset name, or your own module:callable / file.py:callable",
     "devices": "list of device host names (default: every device host)",
-    "strategies": "list of strategy names or {name, label, params}",
+    "strategies": "list of strategy names (or your own module:Class) or {name, label, params}",
     "workload": "{fps, duration_s, deadline_s}",
     "sla": "service-level bounds passed to strategies (mapping)",
     "repeats": "repetitions of every cell x strategy (int >= 1)",
@@ -394,6 +394,10 @@ def parse_experiment(raw: Any, src: str = "<dict>", base: Path | None = None) ->
     for key in ("model", "data"):
         if key in raw and not isinstance(raw[key], str):
             raise _err(src, key, f"must be a string ({TOP_KEYS[key]}), got {raw[key]!r}")
+    from testbed.user_code import UserCodeError, add_search_path, is_user_ref, load_callable
+
+    if base is not None:  # user code (module:callable) may sit next to the experiment file
+        add_search_path(base)
     if "model" in raw:
         try:
             from testbed.models.registry import resolve as resolve_model
@@ -401,11 +405,19 @@ def parse_experiment(raw: Any, src: str = "<dict>", base: Path | None = None) ->
             resolve_model(raw["model"])
         except KeyError as exc:
             raise _err(src, "model", str(exc.args[0])) from None
+        except UserCodeError as exc:
+            raise _err(src, "model", str(exc)) from None
     if "data" in raw:
         from testbed.data import DATASET_NAMES
 
-        if raw["data"] not in DATASET_NAMES:
-            raise _err(src, "data", f"must be one of {', '.join(DATASET_NAMES)}, got {raw['data']!r}")
+        if is_user_ref(raw["data"]):
+            try:
+                load_callable(raw["data"], "a function returning {train, val, test: (x, y) arrays}")
+            except UserCodeError as exc:
+                raise _err(src, "data", str(exc)) from None
+        elif raw["data"] not in DATASET_NAMES:
+            raise _err(src, "data", f"must be one of {', '.join(DATASET_NAMES)} or module:callable, "
+                                    f"got {raw['data']!r}")
     devices = raw.get("devices")
     if devices is not None:
         if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
@@ -508,9 +520,19 @@ def _parse_strategies(src: str, raw: Any) -> list[StrategySpec]:
         _unknown(src, where, s, {"name": "registry name", "label": "unique label (default: name)",
                                  "params": "strategy parameters (mapping)"})
         name = s["name"]
-        if known is not None and name not in known:
+        default_label = name
+        if isinstance(name, str) and ":" in name:  # the user's own Strategy subclass, module:Class
+            from testbed.strategies import user_strategy_class
+            from testbed.user_code import UserCodeError
+
+            try:
+                cls = user_strategy_class(name)
+            except UserCodeError as exc:
+                raise _err(src, f"{where}.name", str(exc)) from None
+            default_label = cls.name if NAME_RE.match(cls.name) else name.rpartition(":")[2]
+        elif known is not None and name not in known:
             raise _err(src, f"{where}.name", f"unknown strategy {name!r}; known: {', '.join(known)}")
-        label = str(s.get("label", name))
+        label = str(s.get("label", default_label))
         if not NAME_RE.match(label):
             raise _err(src, f"{where}.label", f"must match {NAME_RE.pattern}, got {label!r}")
         if any(o.label == label for o in out):

@@ -40,7 +40,16 @@ def list_models() -> dict[str, str]:
 
 
 def resolve(name: str, **overrides) -> tuple[str, dict]:
-    """(class name, kwargs) for a model name; raises KeyError listing the known names."""
+    """(class name, kwargs) for a model name; raises KeyError listing the known names.
+
+    A user reference ``module:callable`` or ``file.py:callable`` resolves to ``("user", overrides)``
+    once the callable imports (UserCodeError otherwise); see ``testbed.models.user``.
+    """
+    from testbed.user_code import is_user_ref, load_callable
+
+    if is_user_ref(name):
+        load_callable(name, "a function or class returning a torch nn.Module")
+        return "user", dict(overrides)
     if name in MODELS:
         class_name, defaults, _ = MODELS[name]
         return class_name, {**defaults, **overrides}
@@ -49,7 +58,7 @@ def resolve(name: str, **overrides) -> tuple[str, dict]:
         defaults = dict(width=float(match["width"]), blocks_per_stage=int(match["depth"]))
         return "ResNetEE", {**defaults, **overrides}
     raise KeyError(f"unknown model {name!r}; known: {', '.join(list_models())} "
-                   "(or resnet-ee-w<width>-d<blocks per stage>)")
+                   "(or resnet-ee-w<width>-d<blocks per stage>, or your own module:callable)")
 
 
 def build_model(name: str, **overrides):
@@ -57,6 +66,12 @@ def build_model(name: str, **overrides):
     from testbed.models import appeal, nets
 
     class_name, kwargs = resolve(name, **overrides)
+    if class_name == "user":
+        from testbed.models.user import build_user_model
+
+        model = build_user_model(name, **kwargs)
+        model.registry_name = name
+        return model
     cls = getattr(nets, class_name, None) or getattr(appeal, class_name)
     model = cls(**kwargs)
     model.registry_name = name

@@ -219,8 +219,15 @@ def host_description() -> dict:
 
 
 def config_hash(name: str, model_kwargs: dict, data: DataConfig, train: TrainConfig) -> str:
-    payload = json.dumps({"card_version": CARD_VERSION, "model": name, "model_kwargs": model_kwargs,
-                          "data": asdict(data), "train": asdict(train)}, sort_keys=True, default=str)
+    from testbed.user_code import fingerprint, is_user_ref
+
+    content = {"card_version": CARD_VERSION, "model": name, "model_kwargs": model_kwargs,
+               "data": asdict(data), "train": asdict(train)}
+    # User code (module:callable) can change under the same name: its source is part of the key.
+    user_code = {ref: fingerprint(ref) for ref in (name, data.name) if is_user_ref(ref)}
+    if user_code:
+        content["user_code"] = user_code
+    payload = json.dumps(content, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -354,7 +361,8 @@ def checkpoint_dir(name: str, data: DataConfig, train: TrainConfig, model_kwargs
                    cache_dir: str | Path | None = None) -> Path:
     """Cache location of a configuration: ``<cache>/<name>-<data>-<config hash[:16]>``."""
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    return cache / f"{name}-{data.name}-{config_hash(name, model_kwargs or {}, data, train)[:16]}"
+    key = f"{name}-{data.name}".replace("/", "_").replace(":", "_")  # user references are paths
+    return cache / f"{key}-{config_hash(name, model_kwargs or {}, data, train)[:16]}"
 
 
 def load_or_train(name: str, data: DataConfig | str = "digits", cache_dir: str | Path | None = None,
