@@ -6,6 +6,9 @@ import argparse
 
 from testbed.errors import ConfigError
 
+# Tested to import (tests/test_transport_hardening.py): every example in the help text must run.
+EXAMPLE_OP = "stats=testbed.transport.handlers:tensor_stats"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="run the cloud-side tensor server (docs/protocol.md)",
@@ -30,7 +33,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heartbeat-timeout", type=float, default=3.0, help="seconds (default %(default)s)")
     parser.add_argument("--curve", metavar="KEY_DIR", help="require CURVE with keys from `testbed keys KEY_DIR`")
     parser.add_argument("--op", action="append", default=[], metavar="NAME=MODULE:CALLABLE",
-                        help="extra handler, e.g. resnet=testbed.models.serving:resnet_handler (repeatable)")
+                        help=f"extra handler, e.g. {EXAMPLE_OP} (repeatable)")
     parser.add_argument("--chunk-kib", type=int, default=256,
                         help="reply frame size in KiB; also the largest request frame accepted when bigger than "
                              "256 (default %(default)s; keep one chunk under heartbeat-timeout/4 at the slowest rate)")
@@ -39,6 +42,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: echo, discard); --inline none runs every op in the pool")
     parser.add_argument("--local-clock", action="store_true",
                         help="clients run on another machine: deadlines count from reception (budget_ns)")
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                        help="do not import the codec libraries (torch for bfloat16, lz4, zstd) before serving: "
+                             "faster start, but the first request that needs one waits for the import")
 
 
 def _load_handlers(specs: list[str]) -> dict:
@@ -69,7 +75,8 @@ def run_serve(args: argparse.Namespace) -> int:
                     max_queue=args.max_queue, heartbeat_ivl=args.heartbeat_ivl,
                     heartbeat_timeout=args.heartbeat_timeout, curve_dir=args.curve,
                     shared_clock=not args.local_clock, chunk=args.chunk_kib * 1024,
-                    inline_ops=None if args.inline is None else [op for op in args.inline if op != "none"])
+                    inline_ops=None if args.inline is None else [op for op in args.inline if op != "none"],
+                    warm_up=args.warm_up)
 
     def stop(signum: int, _frame: object) -> None:
         server.stop()

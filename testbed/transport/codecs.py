@@ -26,6 +26,7 @@ TRANSFORMS = {"raw": "raw", "none": "raw", "float16": "float16", "fp16": "float1
               "int8": "int8", "int8c": "int8c"}
 COMPRESSIONS = ("lz4", "zstd")
 ZSTD_LEVEL = 3
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # int8 scales travel as float32 in decoding
 
 
 class CodecError(ValueError):
@@ -239,8 +240,8 @@ def validate_codec(desc: dict, numel: int) -> None:
     axis = None
     if info.transform == "int8":
         scale, zero_point = codec.get("scale"), codec.get("zero_point")
-        if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 < scale < float("inf")):
-            raise CodecError("int8 codec needs a finite scale > 0")
+        if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 < scale <= FLOAT32_MAX):
+            raise CodecError(f"int8 codec needs a scale in (0, {FLOAT32_MAX:.4g}]")
         if not (isinstance(zero_point, int) and not isinstance(zero_point, bool) and 0 <= zero_point <= 255):
             raise CodecError("int8 codec needs an integer zero_point in 0..255")
     if info.transform == "int8c":
@@ -257,12 +258,32 @@ def validate_codec(desc: dict, numel: int) -> None:
         raise ValueError(f"decoded size {expected} > {MAX_TENSOR}")
 
 
+def warm_up() -> None:
+    """Import and exercise the lazily loaded codec libraries once (torch for bfloat16, lz4, zstd).
+
+    The first bfloat16 tensor otherwise imports torch inside a request, ~2 s during
+    which the server's I/O thread answers nobody; servers call this at start.
+    """
+    try:
+        import torch  # noqa: F401 - optional: bfloat16 needs it, everything else works without
+    except ImportError:
+        pass
+    else:
+        bits = np.zeros(1, np.int16)
+        decode({"dtype": "bfloat16", "shape": [1], "codec": {"name": "raw"}}, bits)
+        encode(decode({"dtype": "bfloat16", "shape": [1], "codec": {"name": "raw"}}, bits), "int8")
+    for compression in COMPRESSIONS:
+        payload = _compress(compression, memoryview(bytes(8)))
+        _decompress(compression, payload, 8)
+
+
 def _restore(values: np.ndarray, dtype: str) -> Any:
     """float32 values back to the descriptor's dtype (torch tensor for bfloat16)."""
     if dtype == "bfloat16":
         import torch
 
-        return torch.from_numpy(np.ascontiguousarray(values)).to(torch.bfloat16)
+        # np.ascontiguousarray turns a 0-d array into shape (1,): keep scalars scalar
+        return torch.from_numpy(np.require(values, requirements="C").reshape(values.shape)).to(torch.bfloat16)
     return values.astype(DTYPES[dtype], copy=False)
 
 

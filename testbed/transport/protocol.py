@@ -38,7 +38,18 @@ MAX_TENSORS = 64
 MAX_NDIM = 8
 MAX_META = 2 * KiB  # serialized ``meta`` inside the header
 MIN_CHUNK = 4 * KiB  # bounds the frame count: a tensor may not be sliced finer than this
+MAX_DEPTH = 32  # JSON nesting of a header (the header object is depth 1); deeper input never reaches a parser stack
+MAX_KEYS = 64  # keys in any one JSON object of a header
+MAX_NAME = 64  # characters of client, op and tensor names
+MAX_SEQ = 2**63 - 1  # seq, deadline_ns and budget_ns fit a signed 64-bit integer
+MAX_ATTEMPT = 2**31 - 1
 ZERO_COPY_THRESHOLD = zmq.COPY_THRESHOLD  # smaller frames are copied: cheaper than tracking them
+
+# Error codes a receiver answers, each documented in docs/protocol.md ("Error codes").
+ERROR_CODES = ("bad_magic", "unsupported_version", "malformed_header", "header_too_large", "bad_dtype",
+               "bad_shape", "too_large", "bad_codec", "size_mismatch", "frame_count", "bad_kind", "seq_reused",
+               "unknown_op", "bad_payload", "handler_error", "reply_too_large", "shutting_down", "internal_error",
+               "busy", "expired")
 
 REQUEST_KINDS = ("infer", "ping")
 REPLY_KINDS = ("result", "error", "busy", "expired", "pong")
@@ -112,31 +123,83 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_structure(header: Any) -> None:
+    """Nesting depth and keys per object, walked with an explicit stack (no recursion)."""
+    stack = [(header, 1)]
+    while stack:
+        value, depth = stack.pop()
+        _require(depth <= MAX_DEPTH, "malformed_header", f"header nests deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            _require(len(value) <= MAX_KEYS, "malformed_header", f"an object of the header has {len(value)} keys "
+                     f"> {MAX_KEYS}")
+            stack.extend((item, depth + 1) for item in value.values() if isinstance(item, (dict, list)))
+        else:
+            stack.extend((item, depth + 1) for item in value if isinstance(item, (dict, list)))
+
+
+def parse_header_json(raw: bytes | memoryview) -> dict:
+    """Bytes -> JSON object with the size, depth and key limits enforced; raises ProtocolError."""
+    _require(len(raw) <= MAX_HEADER, "header_too_large", f"header is {len(raw)} bytes > {MAX_HEADER}")
+    raw = bytes(raw)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("malformed_header", f"header is not UTF-8: {exc}") from None
+    try:
+        header = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:  # the C scanner stops at the interpreter's recursion limit, cleanly
+        raise ProtocolError("malformed_header", f"header nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, integers over 4300 digits
+        raise ProtocolError("malformed_header", f"header is not JSON: {exc}") from None
+    # Brackets and colons bound depth and keys per object from above: small headers skip the walk.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH or raw.count(b":") > MAX_KEYS:
+        _check_structure(header)
+    _require(isinstance(header, dict), "malformed_header", "header is not a JSON object")
+    return header
+
+
+def _int_in(value: Any, low: int, high: int) -> bool:
+    return _is_int(value) and low <= value <= high
+
+
 def decode_header(raw: bytes | memoryview, max_chunk: int = MAX_CHUNK) -> dict:
     """Parse and validate a header frame (any kind); raises ProtocolError.
 
-    ``max_chunk`` is the largest payload frame this receiver accepts (its MAXMSGSIZE
-    minus slack); it bounds the smallest legal ``chunks`` count.
+    The checks run in the order of docs/protocol.md ("Validation"). ``max_chunk`` is the
+    largest payload frame this receiver accepts (its MAXMSGSIZE minus slack); it bounds
+    the smallest legal ``chunks`` count.
     """
-    _require(len(raw) <= MAX_HEADER, "header_too_large", f"header is {len(raw)} bytes > {MAX_HEADER}")
-    try:
-        header = json.loads(bytes(raw).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError("malformed_header", f"header is not UTF-8 JSON: {exc}") from None
-    _require(isinstance(header, dict), "malformed_header", "header is not a JSON object")
-    echo = {k: header.get(k) for k in ("client", "seq", "attempt")}
+    header = parse_header_json(raw)
+    echo = {k: header.get(k) for k in ("client", "seq", "attempt", "op", "t")}
     _require(header.get("v") == VERSION, "unsupported_version", f"header v={header.get('v')!r}, want {VERSION}", echo)
     kind = header.get("kind")
-    _require(kind in REQUEST_KINDS + REPLY_KINDS, "malformed_header", f"unknown kind {kind!r}", echo)
-    _require(isinstance(header.get("client"), str) and len(header["client"]) <= 64, "malformed_header",
-             "client must be a string of <= 64 chars", echo)
-    _require(_is_int(header.get("seq")) and header["seq"] >= 0, "malformed_header", "seq must be an int >= 0", echo)
-    _require(_is_int(header.get("attempt", 1)), "malformed_header", "attempt must be an int", echo)
+    _require(kind in REQUEST_KINDS + REPLY_KINDS, "malformed_header",
+             f"kind {kind!r} not in {REQUEST_KINDS + REPLY_KINDS}", echo)
+    _require(isinstance(header.get("client"), str) and len(header["client"]) <= MAX_NAME, "malformed_header",
+             f"client must be a string of <= {MAX_NAME} chars", echo)
+    _require(_int_in(header.get("seq"), 0, MAX_SEQ), "malformed_header", f"seq must be an int in [0, {MAX_SEQ}]", echo)
+    _require(_int_in(header.get("attempt", 1), 0, MAX_ATTEMPT), "malformed_header",
+             f"attempt must be an int in [0, {MAX_ATTEMPT}]", echo)
+    _require(isinstance(header.get("op", ""), str) and len(header.get("op", "")) <= MAX_NAME, "malformed_header",
+             f"op must be a string of <= {MAX_NAME} chars", echo)
     if kind in REQUEST_KINDS:
-        _require(_is_int(header.get("deadline_ns")), "malformed_header", "deadline_ns must be an int", echo)
-        _require(isinstance(header.get("op", ""), str), "malformed_header", "op must be a string", echo)
+        _require(_int_in(header.get("deadline_ns"), 0, MAX_SEQ), "malformed_header",
+                 f"deadline_ns must be an int in [0, {MAX_SEQ}]", echo)
+        _require(_int_in(header.get("budget_ns", 0), 0, MAX_SEQ), "malformed_header",
+                 f"budget_ns must be an int in [0, {MAX_SEQ}]", echo)
+        if "reply_codec" in header:
+            from testbed.transport.codecs import CodecError, codec_info  # codecs imports this module
+
+            try:
+                codec_info(header["reply_codec"])
+            except CodecError as exc:
+                raise ProtocolError("bad_codec", f"reply_codec: {exc}", echo) from None
     if "max_chunk" in header:
-        _require(_is_int(header["max_chunk"]) and MIN_CHUNK <= header["max_chunk"] <= CHUNK_LIMIT,
+        _require(_int_in(header["max_chunk"], MIN_CHUNK, CHUNK_LIMIT),
                  "malformed_header", f"max_chunk must be an int in [{MIN_CHUNK}, {CHUNK_LIMIT}]", echo)
     for key in ("meta", "t", "info"):
         _require(isinstance(header.get(key, {}), dict), "malformed_header", f"{key} must be an object", echo)
@@ -144,8 +207,12 @@ def decode_header(raw: bytes | memoryview, max_chunk: int = MAX_CHUNK) -> dict:
     _require(isinstance(descriptors, list), "malformed_header", "tensors must be a list", echo)
     _require(len(descriptors) <= MAX_TENSORS, "too_large", f"{len(descriptors)} tensors > {MAX_TENSORS}", echo)
     total = 0
+    names = set()
     for index, desc in enumerate(descriptors):
         total += validate_descriptor(desc, index, echo, max_chunk)
+        name = desc.get("name") or str(index)
+        _require(name not in names, "malformed_header", f"tensors[{index}].name {name!r} is used twice", echo)
+        names.add(name)
     _require(total <= MAX_MESSAGE, "too_large", f"message carries {total} bytes > {MAX_MESSAGE}", echo)
     header.setdefault("attempt", 1)
     header.setdefault("tensors", [])
@@ -168,9 +235,11 @@ def validate_descriptor(desc: Any, index: int, echo: dict | None = None, max_chu
 
     where = f"tensors[{index}]"
     _require(isinstance(desc, dict), "malformed_header", f"{where} is not an object", echo)
-    _require(isinstance(desc.get("name", ""), str), "malformed_header", f"{where}.name must be a string", echo)
+    _require(isinstance(desc.get("name", ""), str) and len(desc.get("name", "")) <= MAX_NAME, "malformed_header",
+             f"{where}.name must be a string of <= {MAX_NAME} chars", echo)
     dtype = desc.get("dtype")
-    _require(dtype in DTYPES, "bad_dtype", f"{where}.dtype {dtype!r} not in {sorted(DTYPES)}", echo)
+    _require(isinstance(dtype, str) and dtype in DTYPES, "bad_dtype", f"{where}.dtype {dtype!r} not in {sorted(DTYPES)}",
+             echo)
     shape = desc.get("shape")
     _require(isinstance(shape, list) and len(shape) <= MAX_NDIM, "bad_shape",
              f"{where}.shape must be a list of <= {MAX_NDIM} dims", echo)
@@ -179,9 +248,10 @@ def validate_descriptor(desc: Any, index: int, echo: dict | None = None, max_chu
     _require(numel * DTYPES[dtype].itemsize <= MAX_TENSOR, "too_large",
              f"{where} decodes to more than {MAX_TENSOR} bytes", echo)
     nbytes, chunks = desc.get("nbytes"), desc.get("chunks")
-    _require(_is_int(nbytes) and 0 <= nbytes <= MAX_TENSOR, "too_large",
-             f"{where}.nbytes must be an int in [0, {MAX_TENSOR}]", echo)
-    _require(_is_int(chunks) and -(-nbytes // max_chunk) <= chunks <= -(-nbytes // MIN_CHUNK),
+    _require(_is_int(nbytes) and nbytes >= 0, "malformed_header", f"{where}.nbytes must be an int >= 0", echo)
+    _require(nbytes <= MAX_TENSOR, "too_large", f"{where}.nbytes={nbytes} > {MAX_TENSOR}", echo)
+    _require(_is_int(chunks) and chunks >= 0, "malformed_header", f"{where}.chunks must be an int >= 0", echo)
+    _require(-(-nbytes // max_chunk) <= chunks <= -(-nbytes // MIN_CHUNK),
              "size_mismatch", f"{where}.chunks={chunks!r}: {nbytes} bytes need "
              f"{-(-nbytes // max_chunk)}..{-(-nbytes // MIN_CHUNK)} frames", echo)
     try:
@@ -262,7 +332,8 @@ def receive_message(sock: zmq.Socket, max_chunk: int = MAX_CHUNK) -> tuple[dict,
                 _require(bool(sock.get(zmq.RCVMORE)), "frame_count",
                          f"tensors[{index}] announces {desc['chunks']} chunks, message ended early", header)
                 size = sock.recv_into(view[offset:], flags=zmq.NOBLOCK)
-                _require(0 < size <= len(view) - offset and size <= max_chunk, "size_mismatch",
+                _require(size > 0, "frame_count", f"tensors[{index}] has an empty chunk frame", header)
+                _require(size <= len(view) - offset and size <= max_chunk, "size_mismatch",
                          f"tensors[{index}] chunk of {size} bytes overruns nbytes={desc['nbytes']}", header)
                 offset += size
             _require(offset == desc["nbytes"], "size_mismatch",

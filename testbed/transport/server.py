@@ -22,13 +22,18 @@ from typing import Any
 
 import zmq
 
-from testbed.transport.codecs import Encoded, decode, encode
+from testbed.transport.codecs import Encoded, decode, encode, warm_up
 from testbed.transport.protocol import (
     CHUNK,
+    MAX_ATTEMPT,
     MAX_CHUNK,
+    MAX_NAME,
+    MAX_SEQ,
     VERSION,
     ProtocolError,
     check_chunk,
+    drain,
+    encode_header,
     now_ns,
     receive_message,
     send_message,
@@ -94,6 +99,18 @@ inline(discard)
 BUILTIN_HANDLERS: dict[str, Handler] = {"echo": echo, "sleep": sleep_echo, "discard": discard}
 
 
+def request_identity(header: dict) -> tuple:
+    """What makes a resend "the same request": everything but attempt, timing and chunking.
+
+    Payload bytes are not compared (hashing up to 128 MiB per resend would cost more than
+    the dedupe saves); a client that reuses a seq for other content gets ``seq_reused``
+    only when the header differs.
+    """
+    tensors = tuple(tuple(sorted((k, repr(v)) for k, v in d.items() if k != "chunks")) for d in header["tensors"])
+    return (header["kind"], header.get("op", ""), header.get("reply_codec", "raw"), repr(header.get("meta", {})),
+            tensors)
+
+
 @dataclass
 class _Job:
     key: tuple[str, int]
@@ -108,6 +125,7 @@ class _Done:
     key: tuple[str, int]
     header: dict  # reply header without t.tx
     encoded: list[Encoded] = field(default_factory=list)
+    request: dict = field(default_factory=dict)  # its request header: tells a resend from a reused seq
 
 
 @dataclass
@@ -128,7 +146,9 @@ class ServerStats:
     expired: int = 0
     cached_replies: int = 0
     duplicates_in_progress: int = 0
+    seq_reused: int = 0
     unroutable: int = 0
+    internal_errors: int = 0  # bugs caught by the per-message guard (the server kept serving)
 
 
 class Server:
@@ -144,7 +164,12 @@ class Server:
     ``chunk`` is the reply frame size (capped by each client's advertised ``max_chunk``);
     ``max_chunk`` the largest request frame accepted (default ``max(chunk, 256 KiB)``).
     Ops in ``inline_ops`` (default: handlers marked with :func:`inline`, i.e. ``echo``
-    and ``discard``) run in the I/O thread instead of the worker pool.
+    and ``discard``) run in the I/O thread instead of the worker pool. ``warm_up`` loads
+    the lazily imported codec libraries (torch for bfloat16, lz4, zstd) before serving,
+    so that no request pays for an import on the I/O path.
+
+    No peer input ends the server: every message is handled inside a guard that answers
+    a documented error code (docs/protocol.md, "Error codes") and serves on.
     """
 
     def __init__(self, endpoint: str = "tcp://*:5555", *, handlers: Mapping[str, Handler] | None = None,
@@ -152,7 +177,8 @@ class Server:
                  heartbeat_timeout: float = 3.0, hwm: int = 64, curve_dir: str | Path | None = None,
                  cache_ttl_s: float = 60.0, cache_max_bytes: int = 256 * 1024 * 1024, shared_clock: bool = True,
                  chunk: int = CHUNK, max_chunk: int | None = None, linger_s: float = 1.0,
-                 inline_ops: Iterable[str] | None = None, sndbuf: int = -1, rcvbuf: int = -1):
+                 inline_ops: Iterable[str] | None = None, sndbuf: int = -1, rcvbuf: int = -1,
+                 warm_up: bool = True):
         self.endpoint = endpoint
         self.handlers: dict[str, Handler] = dict(BUILTIN_HANDLERS if handlers is None else handlers)
         self.workers = max(1, workers)
@@ -171,6 +197,7 @@ class Server:
             inline_ops = [name for name, fn in self.handlers.items() if getattr(fn, "inline", False)]
         self.inline_ops = frozenset(inline_ops)
         self.linger_s = linger_s
+        self.warm_up = warm_up
         self.stats = ServerStats()
         self.bound_endpoint: str | None = None
         self._stopping = threading.Event()
@@ -179,8 +206,8 @@ class Server:
         self._thread: threading.Thread | None = None
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=self.max_queue)
         self._done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
-        # in-progress key -> (latest routing id, largest frame that peer accepts)
-        self._routes: dict[tuple[str, int], tuple[bytes, int]] = {}
+        # in-progress key -> (latest routing id, largest frame that peer accepts, request header)
+        self._routes: dict[tuple[str, int], tuple[bytes, int, dict]] = {}
         self._cache: OrderedDict[tuple[str, int], _Cached] = OrderedDict()
         self._cache_bytes = 0
         self._wake_endpoint = f"inproc://testbed-server-wake-{id(self):x}"
@@ -214,6 +241,8 @@ class Server:
         router = wake = None
         workers: list[threading.Thread] = []
         try:
+            if self.warm_up:
+                warm_up()
             router = ctx.socket(zmq.ROUTER)
             configure(router, heartbeat_ivl=self.heartbeat_ivl, heartbeat_timeout=self.heartbeat_timeout,
                       hwm=self.hwm, linger_s=self.linger_s, max_chunk=self.max_chunk,
@@ -295,21 +324,27 @@ class Server:
         poller.register(wake, zmq.POLLIN)
         next_sweep = now_ns()
         while not self._stopping.is_set():
-            events = dict(poller.poll(100))
-            if wake in events:
-                while True:
-                    try:
-                        wake.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-            self._forward_done(router)
-            if router in events:
-                for _ in range(64):  # bounded batch: replies get their turn
-                    if not self._receive_one(router):
-                        break
-            if now_ns() >= next_sweep:
-                self._sweep_cache()
-                next_sweep = now_ns() + 1_000_000_000
+            try:
+                events = dict(poller.poll(100))
+                if wake in events:
+                    while True:
+                        try:
+                            wake.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                self._forward_done(router)
+                if router in events:
+                    for _ in range(64):  # bounded batch: replies get their turn
+                        if not self._receive_one(router):
+                            break
+                if now_ns() >= next_sweep:
+                    self._sweep_cache()
+                    next_sweep = now_ns() + 1_000_000_000
+            except zmq.ContextTerminated:
+                raise
+            except Exception:  # a bug must cost one message, never the server
+                self.stats.internal_errors += 1
+                log.exception("I/O loop error (serving on)")
 
     def _receive_one(self, router: zmq.Socket) -> bool:
         if not router.get(zmq.EVENTS) & zmq.POLLIN:  # cheaper than raising zmq.Again
@@ -323,54 +358,74 @@ class Server:
         if not router.get(zmq.RCVMORE):
             self.stats.malformed += 1
             return True
+        header: dict = {}
         try:
             header, buffers, _ = receive_message(router, self.max_chunk)
+            self._handle(router, routing_id, header, buffers, t_rx)
         except ProtocolError as exc:
             self.stats.malformed += 1
             log.warning("rejected message from %s: %s", routing_id.hex(), exc)
             self._send_header(router, routing_id, self._error_header(exc.header, exc.code, exc.message))
-            return True
+        except zmq.ContextTerminated:
+            raise
+        except Exception as exc:  # a bug must cost one message, never the server
+            self.stats.internal_errors += 1
+            log.exception("internal error on a message from %s (serving on)", routing_id.hex())
+            drain(router)
+            self._send_header(router, routing_id, self._error_header(header, "internal_error", type(exc).__name__))
+        return True
+
+    def _handle(self, router: zmq.Socket, routing_id: bytes, header: dict, buffers: list, t_rx: int) -> None:
+        """Answer one validated message: pong, cached reply, expired, unknown_op, busy, or run it."""
         t_rx1 = now_ns()
         if header["kind"] not in ("infer", "ping"):
             self.stats.malformed += 1
             self._send_header(router, routing_id, self._error_header(header, "bad_kind", "servers take infer|ping"))
-            return True
+            return
         key = (header["client"], header["seq"])
         peer_chunk = min(self.chunk, header.get("max_chunk", MAX_CHUNK))
         if header["kind"] == "ping":
             reply = self._reply_header(header, "pong")
             reply["t"].update(rx=t_rx)
             self._send_header(router, routing_id, reply)
-            return True
+            return
         cached = self._cache.get(key)
+        route = self._routes.get(key)
+        first = cached.done.request if cached is not None else route[2] if route is not None else None
+        if first is not None and request_identity(first) != request_identity(header):
+            self.stats.seq_reused += 1
+            self._send_header(router, routing_id, self._error_header(
+                header, "seq_reused", f"seq {header['seq']} was already used for a different request"))
+            return
         if cached is not None:
             self.stats.cached_replies += 1
             self._cache.move_to_end(key)
             self._send_done(router, routing_id, cached.done, cached=True, chunk=peer_chunk)
-            return True
-        if key in self._routes:  # being computed: the reply will go to the newest connection
+            return
+        if route is not None:  # being computed: the reply will go to the newest connection
             self.stats.duplicates_in_progress += 1
-            self._routes[key] = (routing_id, peer_chunk)
-            return True
-        deadline_ns = header["deadline_ns"] if self.shared_clock else t_rx + int(header.get("budget_ns", 0))
-        header["deadline_ns"] = deadline_ns
+            self._routes[key] = (routing_id, peer_chunk, route[2])
+            return
+        deadline_ns = header["deadline_ns"] if self.shared_clock else t_rx + header.get("budget_ns", 0)
+        # no request outlives its cached reply: a resend within the deadline is always deduplicated
+        header["deadline_ns"] = deadline_ns = min(deadline_ns, t_rx + self.cache_ttl_ns)
         if t_rx1 >= deadline_ns:
             self.stats.expired += 1
             reply = self._reply_header(header, "expired", code="expired", message="deadline passed before queueing")
             reply["t"].update(rx=t_rx)
             self._send_header(router, routing_id, reply)
-            return True
+            return
         if header.get("op") not in self.handlers:
             self._send_header(router, routing_id, self._error_header(
                 header, "unknown_op", f"op {header.get('op')!r} not in {sorted(self.handlers)}"))
-            return True
+            return
         job = _Job(key, header, buffers, t_rx, t_rx1)
         if header["op"] in self.inline_ops:  # cheap op: run here, no hand-off to a worker
             done = self._run(job, -1)
             if done.header["kind"] in ("result", "error", "expired"):
                 self._remember(done)
             self._send_done(router, routing_id, done, cached=False, chunk=peer_chunk)
-            return True
+            return
         try:
             self._jobs.put_nowait(job)
         except queue.Full:
@@ -378,9 +433,8 @@ class Server:
             reply = self._reply_header(header, "busy", code="busy", message=f"queue of {self.max_queue} is full")
             reply["t"].update(rx=t_rx)
             self._send_header(router, routing_id, reply)
-            return True
-        self._routes[key] = (routing_id, peer_chunk)
-        return True
+            return
+        self._routes[key] = (routing_id, peer_chunk, header)
 
     def _forward_done(self, router: zmq.Socket) -> None:
         while not self._done.empty():  # no queue.Empty exception per loop turn
@@ -407,24 +461,37 @@ class Server:
 
     def _send(self, router: zmq.Socket, routing_id: bytes, header: dict, payloads: Sequence, chunk: int) -> None:
         header["max_chunk"] = self.max_chunk  # lets the client raise its frame size up to ours
+        # counted before sending: the peer may read the reply before this thread runs on
+        self._count(header["kind"], 1)
         try:
-            send_message(router, header, payloads, routing_id=routing_id, chunk=chunk)
+            try:
+                send_message(router, header, payloads, routing_id=routing_id, chunk=chunk)
+            except (ValueError, TypeError) as exc:  # the reply cannot be encoded within the protocol's limits
+                self._count(header["kind"], -1)
+                code = "reply_too_large" if isinstance(exc, ValueError) else "handler_error"
+                log.warning("reply seq %s replaced by %s: %s", header.get("seq"), code, exc)
+                header = self._error_header(header, code, str(exc))
+                header["t"]["tx"] = now_ns()
+                header["max_chunk"] = self.max_chunk
+                self._count(header["kind"], 1)
+                send_message(router, header, [], routing_id=routing_id, chunk=chunk)
         except zmq.Again:
+            self._count(header["kind"], -1)
             self.stats.unroutable += 1
             log.warning("reply seq %s dropped: peer's queue is full", header.get("seq"))
-            return
         except zmq.ZMQError as exc:
+            self._count(header["kind"], -1)
             if exc.errno != zmq.EHOSTUNREACH:
                 raise
             self.stats.unroutable += 1
             log.info("reply seq %s dropped: peer %s disconnected (kept in cache)", header.get("seq"), routing_id.hex())
-            return
-        self.stats.replied += 1
-        kind = header["kind"]
+
+    def _count(self, kind: str, step: int) -> None:
+        self.stats.replied += step
         if kind == "result":
-            self.stats.results += 1
+            self.stats.results += step
         elif kind == "error":
-            self.stats.errors += 1
+            self.stats.errors += step
 
     def _remember(self, done: _Done) -> None:
         nbytes = sum(len(e.payload) for e in done.encoded) + 512
@@ -446,23 +513,25 @@ class Server:
         header = {"v": VERSION, "kind": kind, "client": request.get("client", ""), "seq": request.get("seq", 0),
                   "attempt": request.get("attempt", 1), "op": request.get("op", ""), "tensors": [],
                   "info": {}, "t": {}}
-        if "send" in request.get("t", {}):
-            header["t"]["send"] = request["t"]["send"]
+        send = request.get("t", {}).get("send")
+        if _int_in(send, 0, MAX_SEQ):  # anything else could make the reply header too large
+            header["t"]["send"] = send
         if code:
             header["code"], header["message"] = code, message[:500]
         return header
 
     def _error_header(self, request: dict, code: str, message: str) -> dict:
+        """An error reply echoing what can be echoed of a request that may be anything."""
         request = {k: v for k, v in request.items() if k in ("client", "seq", "attempt", "op", "t")}
-        if not isinstance(request.get("client"), str) or len(request["client"]) > 64:
+        if not isinstance(request.get("client"), str) or len(request["client"]) > MAX_NAME:
             request["client"] = ""
-        if not isinstance(request.get("seq"), int) or isinstance(request.get("seq"), bool) or request["seq"] < 0:
+        if not _int_in(request.get("seq"), 0, MAX_SEQ):
             request["seq"] = 0
-        if not isinstance(request.get("attempt"), int) or isinstance(request.get("attempt"), bool):
+        if not _int_in(request.get("attempt"), 0, MAX_ATTEMPT):
             request["attempt"] = 1
-        if not isinstance(request.get("op"), str) or len(request["op"]) > 64:
+        if not isinstance(request.get("op"), str) or len(request["op"]) > MAX_NAME:
             request["op"] = ""
-        if not isinstance(request.get("t"), dict) or not isinstance(request["t"].get("send", 0), int):
+        if not isinstance(request.get("t"), dict):
             request["t"] = {}
         return self._reply_header(request, "error", code=code, message=message)
 
@@ -501,35 +570,55 @@ class Server:
             reply = self._reply_header(header, "expired", code="expired", message="deadline passed in the queue")
             reply["t"].update(rx=job.t_rx)
             reply["info"] = info
-            return _Done(job.key, reply)
-        encoded: list[Encoded] = []
+            return _Done(job.key, reply, request=job.header)
         try:
             tensors = {}
             for index, (desc, buffer) in enumerate(zip(header["tensors"], job.buffers, strict=True)):
                 tensors[desc.get("name") or str(index)] = decode(desc, buffer)
-            t_dec1 = now_ns()
-            request = Request(header["op"], tensors, header.get("meta", {}), header["client"], header["seq"],
-                              header["attempt"], header["deadline_ns"])
-            t_tail0 = now_ns()
+        except Exception as exc:  # e.g. a compressed payload that is corrupt or decompresses to another size
+            return self._failed(job, info, "bad_payload", exc)
+        t_dec1 = now_ns()
+        request = Request(header["op"], tensors, header.get("meta", {}), header["client"], header["seq"],
+                          header["attempt"], header["deadline_ns"])
+        t_tail0 = now_ns()
+        try:
             output = self.handlers[header["op"]](request)
             t_tail1 = now_ns()
             out_tensors, handler_info = output if isinstance(output, tuple) else (output, {})
             if not isinstance(out_tensors, Mapping):
                 out_tensors = {str(i): t for i, t in enumerate(out_tensors or [])}
+            if handler_info:
+                encode_header({"info": dict(handler_info)})  # JSON object within the header limit, or raises
             reply_codec = header.get("reply_codec", "raw")
             encoded = [encode(t, reply_codec, name=str(name)) for name, t in out_tensors.items()]
-            info.update(handler_info or {})
-            info.update(decode_s=(t_dec1 - t_start) / 1e9, compute_s=(t_tail1 - t_tail0) / 1e9,
-                        encode_s=sum(e.encode_s for e in encoded))
-            reply["t"].update(dec1=t_dec1, tail0=t_tail0, tail1=t_tail1)
-        except Exception as exc:  # a handler bug must not take the server down
-            log.exception("op %r failed for seq %s", header.get("op"), header.get("seq"))
-            code = "bad_request" if isinstance(exc, ValueError) and not encoded else "handler_error"
-            reply = self._reply_header(header, "error", code=code, message=f"{type(exc).__name__}: {exc}")
-            reply["t"].update(rx=job.t_rx)
-            encoded = []
+            if t_tail1 >= header["deadline_ns"]:  # nobody waits for it: do not spend the downlink on tensors
+                self.stats.expired += 1
+                info.update(handler_info, compute_s=(t_tail1 - t_tail0) / 1e9)
+                reply = self._reply_header(header, "expired", code="expired",
+                                           message="deadline passed while the handler ran")
+                reply["t"].update(rx=job.t_rx, dec1=t_dec1, tail0=t_tail0, tail1=t_tail1)
+                reply["info"] = info
+                return _Done(job.key, reply, request=job.header)
+            info.update(handler_info)
+        except Exception as exc:  # a handler bug (or output the wire cannot carry) must not take the server down
+            return self._failed(job, info, "handler_error", exc)
+        info.update(decode_s=(t_dec1 - t_start) / 1e9, compute_s=(t_tail1 - t_tail0) / 1e9,
+                    encode_s=sum(e.encode_s for e in encoded))
+        reply["t"].update(dec1=t_dec1, tail0=t_tail0, tail1=t_tail1)
         reply["info"] = info
-        return _Done(job.key, reply, encoded)
+        return _Done(job.key, reply, encoded, job.header)
+
+    def _failed(self, job: _Job, info: dict, code: str, exc: Exception) -> _Done:
+        log.warning("op %r failed for seq %s: %s: %s", job.header.get("op"), job.header.get("seq"), code, exc,
+                    exc_info=code == "handler_error")
+        reply = self._reply_header(job.header, "error", code=code, message=f"{type(exc).__name__}: {exc}")
+        reply["t"].update(rx=job.t_rx)
+        reply["info"] = info
+        return _Done(job.key, reply, request=job.header)
+
+
+def _int_in(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def main(argv: list[str] | None = None) -> int:
