@@ -100,6 +100,11 @@ def raw_json(draw: Any) -> str:
 # -- valid requests -----------------------------------------------------------------------
 
 
+JSON_VALUES = json_values()
+JSON_OR_EXTREME = st.one_of(JSON_VALUES, st.sampled_from(EXTREME_INTS))
+RAW_JSON = raw_json()
+
+
 @st.composite
 def tensors_and_payloads(draw: Any) -> tuple[list[dict], list[bytes]]:
     count = draw(st.integers(0, 3))
@@ -126,7 +131,8 @@ def build_frames(header: dict, payloads: list[bytes], raw_values: dict[str, str]
                  chunk: int = 4096) -> tuple[bytes, list[bytes]]:
     """Header bytes (with raw JSON spliced in) and chunk frames; sets each descriptor's ``chunks``."""
     frames: list[bytes] = []
-    for desc, payload in zip(header.get("tensors", []), payloads):
+    descriptors = header.get("tensors")
+    for desc, payload in zip(descriptors if isinstance(descriptors, list) else [], payloads):
         parts = [bytes(p) for p in split_chunks(memoryview(payload), chunk)]
         if isinstance(desc, dict):
             desc.setdefault("chunks", len(parts))
@@ -145,6 +151,7 @@ def base_header(kind: str = "infer", op: str = "echo", tensors: list | None = No
     return header
 
 
+TENSORS = tensors_and_payloads()
 HEADER_KEYS = ["v", "kind", "client", "seq", "attempt", "op", "deadline_ns", "budget_ns", "reply_codec", "meta",
                "tensors", "t", "max_chunk", "unknown_key"]
 DESC_KEYS = ["name", "dtype", "shape", "codec", "nbytes", "chunks", "extra"]
@@ -153,7 +160,7 @@ DESC_KEYS = ["name", "dtype", "shape", "codec", "nbytes", "chunks", "extra"]
 @st.composite
 def cases(draw: Any) -> Case:
     """A valid request, then 1..3 mutations."""
-    descs, payloads = draw(tensors_and_payloads())
+    descs, payloads = draw(TENSORS)
     kind = draw(st.sampled_from(["infer", "infer", "infer", "ping", "result"]))
     header = base_header(kind, draw(st.sampled_from(OPS)), descs)
     if header["op"] == "sleep":
@@ -169,10 +176,10 @@ def cases(draw: Any) -> Case:
                                      "scalars", "none"]))
         mutations.append(what)
         if what == "set_key":
-            header[draw(st.sampled_from(HEADER_KEYS))] = draw(json_values())
+            header[draw(st.sampled_from(HEADER_KEYS))] = draw(JSON_VALUES)
         elif what == "raw_key":
             mark = RAW_MARK.format(len(raw_values))
-            raw_values[mark] = draw(raw_json())
+            raw_values[mark] = draw(RAW_JSON)
             header[draw(st.sampled_from(HEADER_KEYS))] = mark
         elif what == "del_key":
             header.pop(draw(st.sampled_from(HEADER_KEYS)), None)
@@ -183,10 +190,10 @@ def cases(draw: Any) -> Case:
             if what == "del_desc":
                 desc.pop(key, None)
             elif what == "set_desc":
-                desc[key] = draw(st.one_of(json_values(), st.sampled_from(EXTREME_INTS)))
+                desc[key] = draw(JSON_OR_EXTREME)
             else:
                 mark = RAW_MARK.format(len(raw_values))
-                raw_values[mark] = draw(raw_json())
+                raw_values[mark] = draw(RAW_JSON)
                 desc[key] = mark
         elif what == "frames":
             frame_ops.append((draw(st.sampled_from(["drop", "dup", "empty", "truncate", "extend", "append",
