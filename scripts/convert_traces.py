@@ -105,9 +105,12 @@ def mahimahi_pair(stem: str):
     return build
 
 
-def one_direction(folder: str, file: str, note: str, window: tuple[float, float] | None = None, **options):
+def one_direction(folder: str, file: str, note: str, window: tuple[float, float] | None = None,
+                  keep_rtt: bool = False, **options):
     def build(raw: Path) -> tuple[Trace, str]:
         trace = load_trace(raw / folder / file, **options)
+        if not keep_rtt:  # an RTT column needs netem to replay: bandwidth-only traces run on every kernel
+            trace = Trace(trace.times, trace.down_mbps, trace.up_mbps, trace.duration, None, trace.loss, trace.meta)
         text = f"{note}; the measured series is used for both directions"
         if window:
             trace = trace.slice(*window)
@@ -268,6 +271,23 @@ CONVERSIONS = [
             "Download-Driving-B_2019.12.16_14.23.32.csv",
             "DL_bitrate kbit/s -> Mbit/s, rows of one second averaged, missing seconds hold the previous rate",
             window=(0.0, SLICE_S),
+            fmt="gnettrack",
+        ),
+    ),
+    Conversion(
+        "hspa-driving-cork-rtt",
+        "irish-5g-raca",
+        ["Download-Driving-B_2020.02.14_12.58.17.csv"],
+        "commercial HSPA+ / LTE / 5G NSA, driving (Cork), large-file download, downlink, with ping RTT "
+        "(replayed as netem delay: needs a kernel with netem)",
+        one_direction(
+            "irish-5g-raca",
+            "Download-Driving-B_2020.02.14_12.58.17.csv",
+            "DL_bitrate kbit/s -> Mbit/s, rows of one second averaged, missing seconds hold the previous rate; "
+            "rtt_ms from PINGAVG (one ping every ~14 s, each sample holds until the next, the first also covers "
+            "the seconds before it)",
+            window=(0.0, SLICE_S),
+            keep_rtt=True,
             fmt="gnettrack",
         ),
     ),

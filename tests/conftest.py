@@ -9,6 +9,12 @@ import pytest
 os.environ.setdefault("TESTBED_LOCK_WAIT", "600")  # queue behind another emulation instead of failing
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "stock_kernel: needs what distribution kernels have and this host may not (netem, Open "
+        "vSwitch); skips here with the reason, runs in the stock-kernel VM lane: sudo bash scripts/vmtest.sh")
+
+
 def pytest_collection_modifyitems(config, items):
     if os.geteuid() == 0:
         return

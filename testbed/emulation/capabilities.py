@@ -15,6 +15,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 
 PROBE_IF = "tbprobe0"
+PROBE_OVS_BRIDGE = "tbprobeovs0"
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def probe() -> Capabilities:
     if root and _run(["ip", "link", "add", PROBE_IF, "type", "bridge"]):
         linux_bridge = True
         _run(["ip", "link", "del", PROBE_IF])
-    ovs = bool(shutil.which("ovs-vsctl")) and _run(["ovs-vsctl", "--timeout=2", "show"])
+    ovs = _ovs_bridge_works() if root else False
     if os.path.exists("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"):
         cgroup = "v1"
     elif os.path.exists("/sys/fs/cgroup/cgroup.controllers") and "cpu" in open(
@@ -103,6 +104,17 @@ def probe() -> Capabilities:
         ovs=ovs, linux_bridge=linux_bridge, cgroup_cpu=cgroup, iptables_statistic=bool(stat),
         ethtool=bool(shutil.which("ethtool")),
     )
+
+
+def _ovs_bridge_works() -> bool:
+    """Create and delete an OVS bridge: ``ovs-vsctl show`` alone succeeds with a database but no
+    ovs-vswitchd or no openvswitch kernel module, where Mininet's OVS switches then fail."""
+    if not shutil.which("ovs-vsctl") or not _run(["ovs-vsctl", "--timeout=2", "show"]):
+        return False
+    try:
+        return _run(["ovs-vsctl", "--timeout=5", "add-br", PROBE_OVS_BRIDGE])
+    finally:
+        _run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-br", PROBE_OVS_BRIDGE])
 
 
 def _iptables_statistic_loads() -> bool:

@@ -169,3 +169,77 @@ def plot(fid: Fidelity, path: str | Path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- RTT replay
+
+
+def delay_at(steps: list[Step], t: float) -> float:
+    """The netem delay (ms) a direction's timeline applies at ``t``."""
+    i = np.searchsorted([s.t for s in steps], t, side="right") - 1
+    return steps[max(int(i), 0)].delay_ms
+
+
+def expected_rtts_ms(up: list[Step], down: list[Step], sent_s: np.ndarray) -> np.ndarray:
+    """What a probe sent at each time should measure (ms, without the kernel's own latency).
+
+    The request takes the uplink's delay at its send time, the reply the downlink's delay when it is
+    sent back; netem keeps each direction in order (it has a rate, see ``shaping``), so a packet never
+    leaves before the one ahead of it even when the delay drops.
+    """
+    out = np.empty(len(sent_s))
+    last_up = last_down = -np.inf
+    for i, t in enumerate(sent_s):
+        at_cloud = max(last_up, t + delay_at(up, t) / 1000)
+        back = max(last_down, at_cloud + delay_at(down, at_cloud) / 1000)
+        last_up, last_down = at_cloud, back
+        out[i] = (back - t) * 1000
+    return out
+
+
+def ping_probe(emu: Emulation, src: str, dst: str, duration: float, interval: float = 0.01) -> tuple[np.ndarray,
+                                                                                                   np.ndarray]:
+    """Ping ``dst`` from ``src`` for ``duration`` s: (send times on the replay clock in s, RTTs in ms)."""
+    import re
+
+    count = int(duration / interval)
+    # ping -D stamps each reply with the wall clock; the replay clock is monotonic: map one onto the other
+    wall_minus_mono = time.time() - time.monotonic()
+    out = emu.host(src).cmd(f"ping -D -n -c {count} -i {interval} -W 2 {emu.host(dst).IP()}")
+    rows = re.findall(r"^\[([\d.]+)\].*time=([\d.]+) ms", out, re.M)
+    stamps = np.array([float(a) for a, _ in rows])
+    rtts = np.array([float(b) for _, b in rows])
+    sent = stamps - rtts / 1000 - wall_minus_mono - emu.t0
+    return sent, rtts
+
+
+@dataclass
+class RttFidelity:
+    """Per-step medians of measured - expected RTT (ms), the kernel's own latency taken out."""
+
+    step_starts: np.ndarray
+    step_errors_ms: np.ndarray  # median over the probes sent in each step
+    probes: int
+    baseline_ms: float
+
+    def summary(self) -> dict:
+        err = np.abs(self.step_errors_ms)
+        return {"steps": int(len(err)), "probes": self.probes, "baseline_ms": self.baseline_ms,
+                "median_abs_error_ms": float(np.median(err)) if len(err) else float("nan"),
+                "p95_abs_error_ms": float(np.percentile(err, 95)) if len(err) else float("nan")}
+
+
+def rtt_fidelity(up: list[Step], down: list[Step], sent_s: np.ndarray, rtts_ms: np.ndarray, baseline_ms: float,
+                 granularity: float = 0.1, warmup: float = 0.5) -> RttFidelity:
+    """Compare every probe with :func:`expected_rtts_ms` and summarise per replay step."""
+    order = np.argsort(sent_s)
+    sent_s, rtts_ms = sent_s[order], rtts_ms[order]
+    error = rtts_ms - baseline_ms - expected_rtts_ms(up, down, sent_s)
+    steps = np.floor(sent_s / granularity).astype(int)
+    starts, errors = [], []
+    for k in np.unique(steps):
+        if k * granularity < warmup:
+            continue
+        starts.append(k * granularity)
+        errors.append(float(np.median(error[steps == k])))
+    return RttFidelity(np.array(starts), np.array(errors), int(len(sent_s)), baseline_ms)

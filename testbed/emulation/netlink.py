@@ -4,8 +4,10 @@ Spawning ``tc`` costs ~2 ms per change; a netlink message costs ~0.05 ms, which
 is what keeps the replay schedule lag well under a millisecond. Only two
 operations are needed at run time:
 
-* change an HTB class's rate/ceil in place (``tc class change ... htb``), and
-* change a TBF qdisc's rate/burst in place (the outage gate, see ``shaping``).
+* change an HTB class's rate/ceil in place (``tc class change ... htb``),
+* change a TBF qdisc's rate/burst in place (the outage gate, see ``shaping``), and
+* change a netem qdisc's delay/jitter/loss in place (RTT replay, loss bursts): the kernel's
+  ``netem_change`` keeps the queued packets and their send times.
 
 Everything else (building the qdisc tree once) uses the ``tc`` binary.
 Sockets are opened inside the network namespace of the interface's host and
@@ -35,6 +37,10 @@ TCA_HTB_CEIL64 = 7
 TCA_TBF_PARMS = 1
 TCA_TBF_RATE64 = 4
 TCA_TBF_BURST = 6
+TCA_NETEM_RATE = 6
+TCA_NETEM_RATE64 = 8
+TCA_NETEM_LATENCY64 = 10
+TCA_NETEM_JITTER64 = 11
 TC_LINKLAYER_ETHERNET = 1
 CLONE_NEWNET = 0x40000000
 AF_UNSPEC = 0
@@ -94,6 +100,29 @@ def tbf_options(rate_bps: float, burst_bytes: int, limit_bytes: int) -> bytes:
     if rate > U32_MAX:
         opts += _attr(TCA_TBF_RATE64, struct.pack("Q", rate))
     return opts
+
+
+def netem_options(delay_ms: float, jitter_ms: float, loss_pct: float, limit_packets: int,
+                  rate_bps: float) -> bytes:
+    """TCA_OPTIONS payload for a netem qdisc: the *whole* state (netem_change resets what is left out).
+
+    ``rate_bps`` > 0 makes netem serialise packets in arrival order: each packet leaves no earlier than
+    the one before it, so a delay that drops from one step to the next (or jitter) never reorders.
+    """
+    latency_ns, jitter_ns = int(round(delay_ms * 1e6)), int(round(jitter_ms * 1e6))
+    loss = min(U32_MAX, int(round(loss_pct / 100 * U32_MAX)))
+    # struct tc_netem_qopt {u32 latency (ticks); u32 limit; u32 loss; u32 gap; u32 duplicate; u32 jitter (ticks)}
+    qopt = struct.pack("IIIIII", min(U32_MAX, latency_ns // NS_PER_TICK), limit_packets, loss, 0, 0,
+                       min(U32_MAX, jitter_ns // NS_PER_TICK))
+    attrs = _attr(TCA_NETEM_LATENCY64, struct.pack("q", latency_ns))
+    attrs += _attr(TCA_NETEM_JITTER64, struct.pack("q", jitter_ns))
+    if rate_bps > 0:
+        rate = int(rate_bps / 8)
+        # struct tc_netem_rate {u32 rate (bytes/s); s32 packet_overhead; u32 cell_size; s32 cell_overhead}
+        attrs += _attr(TCA_NETEM_RATE, struct.pack("IiIi", min(rate, U32_MAX), 0, 0, 0))
+        if rate > U32_MAX:
+            attrs += _attr(TCA_NETEM_RATE64, struct.pack("Q", rate))
+    return qopt + attrs
 
 
 @contextlib.contextmanager
@@ -165,6 +194,13 @@ class TcSocket:
                    limit_bytes: int) -> None:
         body = _tcmsg(self.ifindex(ifname), handle, parent)
         body += _attr(TCA_KIND, b"tbf\0") + _attr(TCA_OPTIONS, tbf_options(rate_bps, burst_bytes, limit_bytes))
+        self._request(RTM_NEWQDISC, body)
+
+    def change_netem(self, ifname: str, handle: int, parent: int, delay_ms: float, jitter_ms: float,
+                     loss_pct: float, limit_packets: int, rate_bps: float) -> None:
+        body = _tcmsg(self.ifindex(ifname), handle, parent)
+        body += _attr(TCA_KIND, b"netem\0") + _attr(
+            TCA_OPTIONS, netem_options(delay_ms, jitter_ms, loss_pct, limit_packets, rate_bps))
         self._request(RTM_NEWQDISC, body)
 
 

@@ -7,7 +7,7 @@ change; it asks for SCHED_FIFO when allowed, and dies with its parent
 
 Every applied change is logged as one CSV row: scheduled and applied time
 (seconds since replay start, same monotonic clock as every host), link,
-direction, the trace's rate, the applied rate, gate state and loss.
+direction, the trace's rate, the applied rate, gate state, loss and netem delay (one way, ms).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from testbed.emulation.shaping import Port, PortDriver
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
-LOG_HEADER = "scheduled_s,applied_s,link,direction,trace_mbps,rate_mbps,gate,loss_pct\n"
+LOG_HEADER = "scheduled_s,applied_s,link,direction,trace_mbps,rate_mbps,gate,loss_pct,delay_ms\n"
 
 
 def _die_with_parent() -> None:
@@ -77,7 +77,8 @@ def _run(ports: list[Port], timelines: list[list[Step]], t0: float, log_path: st
             applied = time.monotonic() - t0
             if out:
                 out.write(f"{t:.6f},{applied:.6f},{ports[i].link},{ports[i].direction},"
-                          f"{step.trace_bps / 1e6:.6f},{step.rate_bps / 1e6:.6f},{step.gate},{step.loss_pct:g}\n")
+                          f"{step.trace_bps / 1e6:.6f},{step.rate_bps / 1e6:.6f},{step.gate},{step.loss_pct:g},"
+                          f"{step.delay_ms:g}\n")
             if k + 1 < len(timelines[i]):
                 heapq.heappush(queue, (timelines[i][k + 1].t, i, k + 1))
     finally:
@@ -107,7 +108,7 @@ class Replayer:
                 for port, steps in zip(self.ports, self.timelines):  # the state installed at t = 0
                     s = steps[0]
                     f.write(f"0,0,{port.link},{port.direction},{s.trace_bps / 1e6:.6f},{s.rate_bps / 1e6:.6f},"
-                            f"{s.gate},{s.loss_pct:g}\n")
+                            f"{s.gate},{s.loss_pct:g},{s.delay_ms:g}\n")
         ready = self._ctx.Event()
         self.process = self._ctx.Process(target=_run, name="testbed-replay", daemon=True,
                                          args=(self.ports, self.timelines, t0, self.log_path, self._stop, ready))

@@ -13,6 +13,11 @@ step), and any step whose trace rate is below half of that is an *outage*:
 the gate (a TBF qdisc below the HTB class) holds packets instead. Steps
 between half the floor and the floor are rounded up to it. Both roundings are
 counted in :func:`rounding_report`.
+
+RTT. A trace's ``rtt_ms`` column is the round trip the measurement saw; each direction's netem delay
+is the link direction's static ``delay_ms`` plus **half** the trace's RTT (one-way delays are not in
+the public traces, so the path is taken as symmetric): a device-cloud round trip over a link
+replaying RTT r then measures r plus the static delays of both directions.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class Step:
     gate: str  # open | hold | drop
     loss_pct: float
     trace_bps: float  # what the trace (or static config) asked for, before flooring
+    delay_ms: float = 0.0  # netem delay of this direction (static delay_ms + trace RTT / 2)
 
 
 def floor_bps(granularity: float) -> float:
@@ -57,26 +63,45 @@ def base_steps(trace, direction: str, static_bps: float | None, granularity: flo
     return out
 
 
+def delay_steps(trace, base_delay_ms: float, granularity: float, horizon: float) -> list[tuple[float, float]]:
+    """(t, one-way delay ms) change points: ``base_delay_ms`` + half the trace's RTT (looped), to ``horizon``."""
+    if trace is None or trace.rtt_ms is None:
+        return [(0.0, base_delay_ms)]
+    period = trace.rtt_schedule(granularity)
+    out: list[tuple[float, float]] = []
+    offset = 0.0
+    while offset < horizon:
+        for t, rtt in period:
+            if offset + t >= horizon:
+                break
+            out.append((offset + t, round(base_delay_ms + rtt / 2, 6)))
+        offset += trace.duration
+    return out
+
+
 def build_timeline(trace, direction: str, static_bps: float | None, base_loss_pct: float,
                    faults: list[Fault], link: str, granularity: float = 0.1,
-                   horizon: float = 3600.0) -> list[Step]:
+                   horizon: float = 3600.0, base_delay_ms: float = 0.0) -> list[Step]:
     """The ordered list of state changes for one direction of one link."""
     floor = floor_bps(granularity)
     base = base_steps(trace, direction, static_bps, granularity, horizon)
+    delays = delay_steps(trace, base_delay_ms, granularity, horizon)
     mine = [f for f in faults if f.link == link and direction in f.directions()]
     down_windows = [(s, e, f.mode) for f in mine for s, e in f.down_windows()]
     loss_windows = [(f.start, f.end, f.loss_pct) for f in mine if f.kind == "loss"]
 
-    points = {t for t, _ in base}
+    points = {t for t, _ in base} | {t for t, _ in delays}
     for s, e, *_ in down_windows + loss_windows:
         if s < horizon:
             points.update((s, min(e, horizon)))
     base_times = [t for t, _ in base]
+    delay_times = [t for t, _ in delays]
 
     steps: list[Step] = []
     for t in sorted(points):
         i = bisect.bisect_right(base_times, t) - 1
         trace_bps = base[max(i, 0)][1]
+        delay_ms = delays[max(bisect.bisect_right(delay_times, t) - 1, 0)][1]
         gate = OPEN
         for s, e, mode in down_windows:
             if s <= t < e:
@@ -87,9 +112,9 @@ def build_timeline(trace, direction: str, static_bps: float | None, base_loss_pc
         for s, e, pct in loss_windows:
             if s <= t < e:
                 loss = max(loss, pct)
-        step = Step(t, max(trace_bps, floor), gate, loss, trace_bps)
-        if steps and (steps[-1].rate_bps, steps[-1].gate, steps[-1].loss_pct) == (step.rate_bps, step.gate,
-                                                                                   step.loss_pct):
+        step = Step(t, max(trace_bps, floor), gate, loss, trace_bps, delay_ms)
+        if steps and (steps[-1].rate_bps, steps[-1].gate, steps[-1].loss_pct, steps[-1].delay_ms) == (
+                step.rate_bps, step.gate, step.loss_pct, step.delay_ms):
             continue
         steps.append(step)
     return steps

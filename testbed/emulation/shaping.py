@@ -6,13 +6,20 @@ Per shaped direction (the egress of the sending node's interface)::
     1:10  htb class   rate == ceil == current trace rate  <- changed in place (netlink) at every step
     10:   tbf         the outage gate: open (10 Gbit/s), hold or drop
     20:   pfifo limit <queue_packets>, or netem (delay/jitter/loss + limit) where the kernel has it
+          <- delay (trace RTT) and loss changed in place (netlink) where the timeline says so
 
 The gate sits *below* HTB so that a closed link never makes HTB send, hence
 never charges time debt (see ``schedule``). Hold = TBF at 1 byte/s: packets
 stay queued (at most one MTU leaks at the moment of closing, the bucket being
 full); drop = the same with a queue limit of 0, so every arriving packet is
 dropped on enqueue (those already queued are held). Its one-MTU bucket also
-splits GSO super-packets (see :func:`gate_params`). When the gate opens
+splits GSO super-packets (see :func:`gate_params`).
+
+netem holds a packet for its delay *before* HTB may send it, so its queue holds the delay line as
+well as the backlog: its limit is ``queue_packets`` plus what the delay line holds at the link's
+peak rate (:func:`delay_line_packets`), so a delay never shrinks the configured queue. netem is given
+a rate far above the link's (10 Gbit/s): with a rate, each packet leaves no earlier than the one
+before it, so jitter and a delay that drops between trace steps never reorder packets. When the gate opens
 TBF's watchdog is still far in the future, so the replayer sends one tiny
 frame on the interface: its enqueue makes the qdisc dequeue the held packets
 at once, as a cell that regains capacity would.
@@ -32,6 +39,8 @@ from testbed.errors import CapabilityError
 ROOT = netlink.tc_handle(1, 0)
 CLASS = netlink.tc_handle(1, 0x10)
 GATE = netlink.tc_handle(0x10, 0)
+GATE_CLASS = netlink.tc_handle(0x10, 1)  # TBF's inner class, the netem/pfifo leaf's parent
+NETEM = netlink.tc_handle(0x20, 0)
 KICK_ETHERTYPE = 0x88B5  # IEEE "local experimental": dropped by every receiver
 
 
@@ -52,6 +61,7 @@ class Port:
     # iptables loss fallback: rule is added in this namespace with these match arguments
     loss_netns_pid: int | None = None
     loss_match: tuple[str, ...] = ()
+    delay_line_packets: int = 0  # extra netem limit: packets in flight in the delay line at peak rate
 
     @property
     def key(self) -> str:
@@ -76,15 +86,28 @@ def htb_burst(rate_bps: float) -> int:
     return int(max(2 * MTU_WIRE_BYTES, rate_bps / 8 * 0.002))
 
 
-def netem_args(port: Port, loss_pct: float) -> list[str]:
-    args = ["netem", "limit", str(port.queue_packets)]
-    if port.delay_ms or port.jitter_ms:
-        args += ["delay", f"{port.delay_ms}ms"]
+def delay_line_packets(steps: list[Step], jitter_ms: float) -> int:
+    """Packets the netem delay line holds at most: peak rate x (largest delay + jitter), in MTU frames."""
+    peak = 0.0
+    for s in steps:
+        if s.rate_bps < UNSHAPED_BPS:
+            peak = max(peak, s.rate_bps * (s.delay_ms + jitter_ms) / 1000 / (MTU_WIRE_BYTES * 8))
+    return int(peak) + 1
+
+
+def netem_limit(port: Port) -> int:
+    return port.queue_packets + port.delay_line_packets
+
+
+def netem_args(port: Port, loss_pct: float, delay_ms: float) -> list[str]:
+    args = ["netem", "limit", str(netem_limit(port))]
+    if delay_ms or port.jitter_ms:
+        args += ["delay", f"{delay_ms}ms"]
         if port.jitter_ms:
             args += [f"{port.jitter_ms}ms"]
     if loss_pct:
         args += ["loss", f"{loss_pct}%"]
-    return args
+    return args + ["rate", f"{int(UNSHAPED_BPS)}bit"]
 
 
 def install(port: Port, first: Step) -> None:
@@ -98,7 +121,7 @@ def install(port: Port, first: Step) -> None:
     run(ns, ["tc", "qdisc", "add", "dev", dev, "parent", "1:10", "handle", "10:", "tbf",
              "rate", f"{int(UNSHAPED_BPS)}bit", "burst", str(MTU_WIRE_BYTES), "limit", str(port.queue_packets)])
     if port.use_netem:
-        leaf = netem_args(port, first.loss_pct if port.loss_mode == "netem" else 0.0)
+        leaf = netem_args(port, first.loss_pct if port.loss_mode == "netem" else 0.0, first.delay_ms)
     else:
         leaf = ["pfifo", "limit", str(port.queue_packets)]
     run(ns, ["tc", "qdisc", "add", "dev", dev, "parent", "10:1", "handle", "20:", *leaf])
@@ -135,20 +158,18 @@ def _iptables_loss_rule(port: Port, loss_pct: float) -> list[str]:
 
 
 def set_loss(port: Port, old_pct: float, new_pct: float) -> None:
-    if port.loss_mode == "netem":
-        run(port.netns_pid, ["tc", "qdisc", "change", "dev", port.ifname, "parent", "10:1", "handle", "20:",
-                             *netem_args(port, new_pct)])
-    elif port.loss_mode == "iptables":
+    """Loss without netem (iptables' statistic match); netem loss changes with the netem state."""
+    if port.loss_mode == "iptables":
         if old_pct > 0:
             run(port.loss_netns_pid, ["iptables", "-w", "-D", *_iptables_loss_rule(port, old_pct)], check=False)
         if new_pct > 0:
             run(port.loss_netns_pid, ["iptables", "-w", "-A", *_iptables_loss_rule(port, new_pct)])
-    elif new_pct > 0:
+    elif port.loss_mode != "netem" and new_pct > 0:
         raise CapabilityError(f"link {port.key}: loss requested but no loss mechanism is available")
 
 
 class PortDriver:
-    """Applies timeline steps to one port through netlink (rate, gate) or tc/iptables (loss)."""
+    """Applies timeline steps to one port through netlink (rate, gate, netem delay/loss) or iptables (loss)."""
 
     def __init__(self, port: Port, sock: netlink.TcSocket, first: Step):
         self.port = port
@@ -175,12 +196,14 @@ class PortDriver:
             self.sock.change_tbf(p.ifname, GATE, CLASS, rate, burst, limit)
             if step.gate == OPEN and self._kick_sock is not None:
                 self._kick_sock.send(self._kick_frame)
-        if step.loss_pct != self.state.loss_pct:
-            self.set_loss(step.loss_pct)
+        netem_loss = p.loss_mode == "netem"
+        loss_changed = step.loss_pct != self.state.loss_pct
+        if p.use_netem and (step.delay_ms != self.state.delay_ms or (netem_loss and loss_changed)):
+            self.sock.change_netem(p.ifname, NETEM, GATE_CLASS, step.delay_ms, p.jitter_ms,
+                                   step.loss_pct if netem_loss else 0.0, netem_limit(p), UNSHAPED_BPS)
+        if not netem_loss and loss_changed:
+            set_loss(p, self.state.loss_pct, step.loss_pct)
         self.state = step
-
-    def set_loss(self, loss_pct: float) -> None:
-        set_loss(self.port, self.state.loss_pct, loss_pct)
 
     def close(self) -> None:
         if self._kick_sock is not None:

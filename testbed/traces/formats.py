@@ -363,15 +363,22 @@ def read_5gophers(path: Path, lines: list[str], column: str | None = None, **_) 
 
 
 def read_gnettrack(path: Path, lines: list[str], column: str | None = None, **_) -> Parsed:
-    """G-NetTrack CSV (Irish 5G data set): ``Timestamp`` + ``DL_bitrate`` kbit/s; rows of one second averaged."""
+    """G-NetTrack CSV (Irish 5G data set): ``Timestamp`` + ``DL_bitrate`` kbit/s; rows of one second averaged.
+
+    Where the file has a ``PINGAVG`` column (ms, ``-`` = no ping in that row; G-NetTrack pings every
+    ~14 s), it becomes the ``rtt_ms`` column: each sample holds until the next, and the first sample
+    also covers the seconds before it.
+    """
     header_line, header, rows = _header(path, lines)
     column = column or "DL_bitrate"
     if "Timestamp" not in header or column not in header:
         raise TraceError(f"need columns Timestamp and {column}", path, header_line)
     t_col, r_col = header.index("Timestamp"), header.index(column)
+    ping_col = header.index("PINGAVG") if "PINGAVG" in header else None
     seconds: list[float] = []
     sums: list[float] = []
     counts: list[int] = []
+    pings: list[list[float]] = []
     start = None
     for lineno, fields in rows:
         if len(fields) != len(header):
@@ -385,21 +392,47 @@ def read_gnettrack(path: Path, lines: list[str], column: str | None = None, **_)
         start = stamp if start is None else start
         t = stamp - start
         value = rate_value(path, lineno, fields[r_col], column) / 1000.0
+        ping = None
+        if ping_col is not None and fields[ping_col] not in ("-", ""):
+            ping = rate_value(path, lineno, fields[ping_col], "PINGAVG")
         if seconds and t == seconds[-1]:
             sums[-1] += value
             counts[-1] += 1
-            continue
-        check_time(path, lineno, t, seconds[-1] if seconds else None)
-        seconds.append(t)
-        sums.append(value)
-        counts.append(1)
+        else:
+            check_time(path, lineno, t, seconds[-1] if seconds else None)
+            seconds.append(t)
+            sums.append(value)
+            counts.append(1)
+            pings.append([])
+        if ping is not None:
+            pings[-1].append(ping)
     require_rows(path, seconds)
     rates = [s / c for s, c in zip(sums, counts, strict=True)]
-    meta = {
-        "derived": f"{column} kbit/s -> Mbit/s; rows of the same second averaged; "
+    derived = (
+        f"{column} kbit/s -> Mbit/s; rows of the same second averaged; "
         "a missing second holds the previous rate (no sample, not zero)"
-    }
-    return Parsed(seconds, seconds[-1] + 1.0, rates=rates, meta=meta)
+    )
+    rtt = _held_samples(pings)
+    if rtt is not None:
+        derived += (
+            "; rtt_ms from PINGAVG (ms, one ping sample every ~14 s): each sample holds until the next, "
+            "the first also covers the seconds before it"
+        )
+    return Parsed(seconds, seconds[-1] + 1.0, rates=rates, rtt=rtt, meta={"derived": derived})
+
+
+def _held_samples(samples: list[list[float]]) -> list[float] | None:
+    """Per-row value from sparse samples (mean of a row's samples, else the last one before; the first
+    sample fills the rows before it); None when there is no sample at all."""
+    means = [sum(s) / len(s) if s else None for s in samples]
+    first = next((m for m in means if m is not None), None)
+    if first is None:
+        return None
+    out, last = [], first
+    for m in means:
+        last = m if m is not None else last
+        out.append(last)
+    return out
 
 
 # -- Ghent JSON (ReCoCo / AlphaRTC-gym layout) ------------------------------------------------------------

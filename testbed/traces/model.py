@@ -123,8 +123,19 @@ class Trace:
         """``(time, Mbit/s)`` change points: the mean rate over each ``granularity`` bin, equal runs merged."""
         if not granularity > 0:
             raise TraceError(f"granularity must be > 0, got {granularity!r}")
+        return self._binned(self.rates(direction), granularity)
+
+    def rtt_schedule(self, granularity: float = 0.1) -> list[tuple[float, float]]:
+        """``(time, RTT ms)`` change points like :meth:`schedule` (mean RTT per bin); [] without an RTT column."""
+        if self.rtt_ms is None:
+            return []
+        if not granularity > 0:
+            raise TraceError(f"granularity must be > 0, got {granularity!r}")
+        return self._binned(self.rtt_ms, granularity)
+
+    def _binned(self, values: np.ndarray, granularity: float) -> list[tuple[float, float]]:
         edges = bin_edges(self.duration, granularity)
-        means = np.round(mean_over_bins(self.times, self.rates(direction), self.duration, edges), 6)
+        means = np.round(mean_over_bins(self.times, values, self.duration, edges), 6)
         keep = np.ones(len(means), dtype=bool)
         keep[1:] = means[1:] != means[:-1]
         return [(float(t), float(r)) for t, r in zip(edges[:-1][keep], means[keep], strict=True)]

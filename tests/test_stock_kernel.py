@@ -1,0 +1,307 @@
+"""What users' kernels do: netem delay/jitter/loss, netem under the HTB class and the outage gate, Open
+vSwitch, and RTT replay, on real Mininet networks with real probes.
+
+These tests need sch_netem (and Open vSwitch for one of them). Where the running kernel lacks them
+they skip with that reason; CI runs them under Debian's stock kernel in a VM (``sudo bash
+scripts/vmtest.sh``). On a machine with netem (a Debian/Ubuntu kernel) they run directly.
+
+The first tests run everywhere: what the host must do without netem (refuse a trace that carries
+RTT, with the reason) and the RTT column's parsing, timeline and round trip.
+
+Under TCG emulation every packet pays scheduling noise, so delays are judged by medians over many
+probes and against a baseline measured on the same kernel with netem installed and no delay.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from testbed.emulation import Emulation, fidelity, probe
+from testbed.emulation.topology import parse_topology
+from testbed.traces import Trace, constant, load_trace
+
+
+def netem(test):
+    """A test that needs root and sch_netem (skips here without it; runs in the stock-kernel lane)."""
+    for mark in (pytest.mark.root, pytest.mark.stock_kernel, pytest.mark.usefixtures("clean_machine", "needs_netem")):
+        test = mark(test)
+    return test
+
+REPO = Path(__file__).resolve().parents[1]
+TOPO = REPO / "topologies" / "device-cloud.yaml"
+UNLIMITED = {"device_cpu": None, "cloud_cpu": None}
+LANE = "run the stock-kernel lane: sudo bash scripts/vmtest.sh"
+PY = sys.executable
+
+
+@pytest.fixture(scope="module")
+def needs_netem():
+    if not probe().netem:
+        pytest.skip(f"this kernel has no sch_netem (netem qdisc): delay/jitter/netem loss cannot run here; {LANE}")
+
+
+def device_cloud(up: dict | None = None, down: dict | None = None, bw_mbps: float = 100) -> object:
+    """The device-cloud topology with per-direction netem settings, no CPU limits."""
+    link = {"ends": ["device", "cloud"], "bw_mbps": bw_mbps, "queue_packets": 200}
+    if up:
+        link["up"] = up
+    if down:
+        link["down"] = down
+    return parse_topology({"name": "netem-test", "hosts": {"device": {"role": "device"},
+                                                           "cloud": {"role": "cloud"}},
+                           "links": {"access": link}})
+
+
+def ping_rtts(emu: Emulation, count: int, interval: float = 0.02) -> np.ndarray:
+    """Per-probe RTTs (ms) of ``count`` pings device -> cloud; lost probes are absent."""
+    out = emu.host("device").cmd(f"ping -n -c {count} -i {interval} -W 2 {emu.host('cloud').IP()}")
+    rtts = np.array([float(x) for x in re.findall(r"time=([\d.]+) ms", out)])
+    assert len(rtts) > 0, out
+    return rtts
+
+
+def sent_received(out: str) -> tuple[int, int]:
+    m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+    assert m, out
+    return int(m.group(1)), int(m.group(2))
+
+
+# ---------------------------------------------------------------- everywhere (no netem needed)
+
+def rtt_trace(duration: float = 4.0) -> Trace:
+    return Trace(np.array([0.0, 1.0, 2.0]), np.array([10.0, 10.0, 5.0]), np.array([10.0, 10.0, 5.0]),
+                 duration, rtt_ms=np.array([40.0, 100.0, 60.0]), meta={"name": "rtt-steps"})
+
+
+def test_a_trace_with_rtt_is_refused_without_netem():
+    from dataclasses import replace
+
+    from testbed.emulation import capabilities
+    from testbed.errors import CapabilityError
+
+    caps = capabilities.Capabilities(root=True, mnexec=True, mininet=True, htb=True, tbf=True, netem=False,
+                                     ovs=False, linux_bridge=True, cgroup_cpu="v2", iptables_statistic=True,
+                                     ethtool=True)
+    with pytest.raises(CapabilityError, match=r"links\.access\.(up|down): trace 'rtt-steps' carries an RTT "
+                                              r"column \(rtt_ms\).*no sch_netem"):
+        Emulation(device_cloud(), traces={"access": rtt_trace()}, caps=caps)
+    # the same trace without its RTT column is accepted (nothing else needed netem)
+    Emulation(device_cloud(), traces={"access": replace(rtt_trace(), rtt_ms=None)}, caps=caps)
+    # and with netem, the link is shaped with netem on both directions
+    Emulation(device_cloud(), traces={"access": rtt_trace()}, caps=replace(caps, netem=True))
+
+
+def test_rtt_column_becomes_half_the_rtt_each_way_per_step():
+    from testbed.emulation.schedule import build_timeline
+
+    steps = build_timeline(rtt_trace(), "down", None, 0.0, [], "access", granularity=0.5, horizon=4,
+                           base_delay_ms=5.0)
+    # RTT changes at 1 s (rate stays): a step of its own; rate and RTT change together at 2 s
+    assert [(s.t, s.delay_ms, s.rate_bps) for s in steps] == [(0.0, 25.0, 10e6), (1.0, 55.0, 10e6),
+                                                               (2.0, 35.0, 5e6)]
+    # a trace without RTT keeps the static delay throughout
+    flat = build_timeline(constant(10, 10, 4), "up", None, 0.0, [], "access", horizon=4, base_delay_ms=7.0)
+    assert [s.delay_ms for s in flat] == [7.0]
+
+
+def test_rtt_column_is_read_from_gnettrack_and_round_trips(tmp_path):
+    from testbed.traces import save_trace
+
+    raw = tmp_path / "gnet.csv"
+    raw.write_text(
+        "Timestamp,NetworkMode,DL_bitrate,PINGAVG\n"
+        "2020.02.14_13.21.26,5G,1000,-\n"
+        "2020.02.14_13.21.27,5G,2000,70.0\n"
+        "2020.02.14_13.21.27,5G,4000,-\n"
+        "2020.02.14_13.21.28,5G,3000,-\n"
+        "2020.02.14_13.21.30,LTE,500,90.0\n")
+    trace = load_trace(raw)
+    assert list(trace.times) == [0, 1, 2, 4] and list(trace.down_mbps) == [1.0, 3.0, 3.0, 0.5]
+    # the first sample covers the seconds before it; each sample holds until the next
+    assert list(trace.rtt_ms) == [70.0, 70.0, 70.0, 90.0]
+    assert "PINGAVG" in trace.meta["derived"]
+    again = load_trace(save_trace(trace, tmp_path / "norm.csv"))
+    assert list(again.rtt_ms) == list(trace.rtt_ms) and list(again.down_mbps) == list(trace.down_mbps)
+    # ``testbed traces import`` keeps the column
+    import subprocess
+
+    out = tmp_path / "imported.csv"
+    proc = subprocess.run([PY, "-m", "testbed.cli", "traces", "import", str(raw), "-o", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "time_s,down_mbps,up_mbps,rtt_ms" in out.read_text()
+    assert list(load_trace(out).rtt_ms) == [70.0, 70.0, 70.0, 90.0]
+
+
+def test_library_rtt_trace_has_varying_rtt():
+    trace = load_trace(REPO / "traces" / "hspa-driving-cork-rtt.csv")
+    assert trace.rtt_ms is not None and trace.rtt_ms.max() - trace.rtt_ms.min() > 100
+    assert "PINGAVG" in trace.meta["derived"] and "MMSys 2020" in trace.meta["citation"]
+
+
+# ---------------------------------------------------------------- needs netem (stock-kernel lane)
+
+
+@pytest.fixture(scope="module")
+def baseline_rtt_ms(needs_netem):
+    """Median RTT with netem installed at zero delay: what the kernel (and TCG) add by themselves."""
+    with Emulation(device_cloud(up={"loss_pct": 0.0001}, down={"loss_pct": 0.0001})) as emu:
+        assert emu.ports and all(p.use_netem for p in emu.ports)
+        return float(np.median(ping_rtts(emu, 200)))
+
+
+@netem
+def test_static_delay_median_within_1ms(baseline_rtt_ms):
+    with Emulation(device_cloud(up={"delay_ms": 10}, down={"delay_ms": 15})) as emu:
+        rtts = ping_rtts(emu, 300)
+    measured = float(np.median(rtts)) - baseline_rtt_ms
+    assert abs(measured - 25.0) <= 1.0, (measured, baseline_rtt_ms, np.percentile(rtts, [5, 50, 95]))
+
+
+@netem
+def test_jitter_median_within_1ms(baseline_rtt_ms):
+    # netem's default jitter is uniform on [delay - J, delay + J]: the median absolute deviation
+    # from the median is J / 2, which TCG's scheduling noise barely moves (unlike the extremes)
+    jitter = 6.0
+    with Emulation(device_cloud(down={"delay_ms": 20, "jitter_ms": jitter})) as emu:
+        rtts = ping_rtts(emu, 400, interval=0.03)
+    median = float(np.median(rtts))
+    measured_jitter = 2 * float(np.median(np.abs(rtts - median)))
+    assert abs(median - baseline_rtt_ms - 20.0) <= 1.0, (median, baseline_rtt_ms)
+    assert abs(measured_jitter - jitter) <= 1.0, (measured_jitter, np.percentile(rtts, [5, 25, 50, 75, 95]))
+
+
+def binomial_interval(n: int, p: float, level: float = 0.99) -> tuple[int, int]:
+    """Central ``level`` interval of Binomial(n, p): the counts outside it have probability <= 1 - level."""
+    cdf, lo, hi = 0.0, None, n
+    tail = (1 - level) / 2
+    for k in range(n + 1):
+        cdf += math.comb(n, k) * p ** k * (1 - p) ** (n - k)
+        if lo is None and cdf > tail:
+            lo = k
+        if cdf >= 1 - tail:
+            hi = k
+            break
+    return lo, hi
+
+
+@netem
+def test_netem_loss_within_binomial_99_interval():
+    loss_pct, count = 10.0, 1000
+    with Emulation(device_cloud(up={"loss_pct": loss_pct})) as emu:
+        assert [p.loss_mode for p in emu.ports if p.direction == "up"] == ["netem"]
+        out = emu.host("device").cmd(f"ping -n -q -c {count} -i 0.01 -W 2 {emu.host('cloud').IP()}")
+    sent, received = sent_received(out)
+    lo, hi = binomial_interval(sent, loss_pct / 100)
+    assert lo <= sent - received <= hi, (sent, received, (lo, hi))
+
+
+@netem
+def test_htb_replay_with_netem_delay_meets_fidelity_figures(tmp_path):
+    # the real LTE trace at 100 ms steps, as in the host suite, now with 20 ms each way on the same link
+    topo = parse_topology({"name": "lte-delay", "hosts": {"device": {"role": "device"}, "cloud": {"role": "cloud"}},
+                           "links": {"access": {"ends": ["device", "cloud"], "queue_packets": 200,
+                                                "delay_ms": 20}}})
+    trace = fidelity.one_direction(load_trace(REPO / "traces" / "att-lte-driving.csv").slice(10, 40), "down")
+    fid = measure_topology(topo, trace, 30, tmp_path)
+    s = fid.summary()
+    assert s["changes"] >= 200, s
+    assert s["median_error"] <= 0.10, s
+    assert s["delivered_fraction"] >= 0.85, s
+    assert s["lag_median_ms"] <= 2, s
+
+
+def measure_topology(topo, trace: Trace, duration: float, out_dir: Path, faults=()) -> fidelity.Fidelity:
+    """``fidelity.measure`` on a topology object (it takes a file): backlogged downlink flow, receiver side."""
+    from testbed.emulation.flowprobe import per_window
+
+    with Emulation(topo, traces={"access": trace}, faults=list(faults), log_dir=out_dir) as emu:
+        result = fidelity.run_flow(emu, "down", duration, out_dir)
+        steps = emu.timeline("access", "down")
+    achieved = per_window(result, 1.0) * fidelity.WIRE_PER_PAYLOAD
+    expected = fidelity.expected_per_window(steps, duration, 1.0)
+    n = min(len(achieved), len(expected))
+    return fidelity.Fidelity(1.0, np.arange(n) * 1.0, expected[:n], achieved[:n],
+                             fidelity.read_lags(out_dir / "replay.csv"))
+
+
+@netem
+def test_outage_gate_holds_packets_behind_netem_delay(tmp_path):
+    # hold-mode outage on a delayed link: nothing crosses while closed, the flow resumes after
+    topo = parse_topology({"name": "gate-delay", "hosts": {"device": {"role": "device"}, "cloud": {"role": "cloud"}},
+                           "links": {"access": {"ends": ["device", "cloud"], "queue_packets": 200,
+                                                "delay_ms": 10}}})
+    from testbed.emulation.flowprobe import per_window
+
+    faults = [{"kind": "outage", "link": "access", "start": 4, "end": 6.5}]
+    with Emulation(topo, traces={"access": constant(6, 50, 10)}, faults=faults, log_dir=tmp_path) as emu:
+        result = fidelity.run_flow(emu, "down", 10, tmp_path)
+    per_100ms = per_window(result, 0.1) * 0.1 / 8 * 1e6
+    # what was in the 10 ms delay line when the gate closed may still arrive in the first bins
+    assert per_100ms[43:65].sum() <= 1514, per_100ms[38:70]
+    achieved = per_window(result, 1.0) * fidelity.WIRE_PER_PAYLOAD
+    assert achieved[8] > 0.7 * 6 and achieved[9] > 0.85 * 6, achieved
+
+
+@pytest.mark.root
+@pytest.mark.stock_kernel
+@pytest.mark.usefixtures("clean_machine")
+def test_ovs_topology_carries_traffic(tmp_path):
+    if not probe().ovs:
+        pytest.skip(f"Open vSwitch is not available on this machine (kernel module and ovs-vswitchd); {LANE}")
+    from testbed.emulation.flowprobe import per_window
+
+    with Emulation.from_yaml(REPO / "topologies" / "fleet.yaml", params={"n_devices": 2, "device_cpu": None, "cloud_cpu": None},
+                             switch="ovs",
+                             log_dir=tmp_path) as emu:
+        cloud_ip = emu.host("cloud").IP()
+        for d in emu.hosts("device"):
+            out = emu.host(d).cmd(f"ping -c 5 -i 0.2 {cloud_ip}")
+            assert " 0% packet loss" in out, out
+        # and a backlogged TCP flow through the OVS switch: the session's traffic is network-level here
+        sink = emu.host("device1").popen([PY, "-m", "testbed.emulation.flowprobe", "sink", "--port", "5001",
+                                          "--duration", "6", "--out", str(tmp_path / "sink.json"),
+                                          "--t0", str(emu.t0)])
+        import time
+
+        time.sleep(0.5)
+        src = emu.host("cloud").popen([PY, "-m", "testbed.emulation.flowprobe", "source", "--host",
+                                       emu.host("device1").IP(), "--duration", "5"])
+        sink.wait(60)
+        src.kill()
+        src.wait()
+    import json
+
+    mbps = per_window(json.loads((tmp_path / "sink.json").read_text()), 1.0)
+    assert mbps[2:5].mean() > 1.0, mbps
+
+
+def rtt_walk(duration: float = 10.0, step: float = 0.1, seed: int = 13) -> Trace:
+    """A new RTT every 100 ms (a random walk within 20..160 ms, jumps up to 30 ms) at a constant 50 Mbit/s."""
+    rng = np.random.default_rng(seed)
+    n = int(round(duration / step))
+    rtt = np.clip(80 + np.cumsum(rng.uniform(-30, 30, n)), 20, 160).round(1)
+    return Trace(np.arange(n) * step, np.full(n, 50.0), np.full(n, 50.0), duration, rtt_ms=rtt,
+                 meta={"name": "rtt-walk"})
+
+
+@netem
+def test_rtt_replay_follows_the_trace_per_100ms_step(baseline_rtt_ms, tmp_path):
+    trace = rtt_walk()
+    with Emulation(device_cloud(), traces={"access": trace}, log_dir=tmp_path) as emu:
+        sent, rtts = fidelity.ping_probe(emu, "device", "cloud", trace.duration - 0.5)
+        up, down = emu.timeline("access", "up"), emu.timeline("access", "down")
+    assert len(up) >= 90 and [s.delay_ms for s in up[:3]] == list(trace.rtt_ms[:3] / 2)
+    fid = fidelity.rtt_fidelity(up, down, sent, rtts, baseline_rtt_ms)
+    s = fid.summary()
+    assert s["steps"] >= 80 and s["probes"] >= 0.9 * (trace.duration - 0.5) / 0.01, s
+    assert s["median_abs_error_ms"] <= 2.0, (s, np.round(fid.step_errors_ms, 1))
+    # the replayer logged every delay it applied
+    delays = [float(line.rsplit(",", 1)[1]) for line in (tmp_path / "replay.csv").read_text().splitlines()[1:]]
+    assert len(set(delays)) >= 50
