@@ -27,6 +27,8 @@ MODELS: dict[str, tuple[str, dict, str]] = {
 
 FAMILY_PATTERN = re.compile(r"^resnet-ee-w(?P<width>[0-9.]+)-d(?P<depth>[0-9]+)$")
 # Device-aware selection family: widths x blocks-per-stage (ResNet-8/14/20 at 3 widths -> 6 used).
+# NAS-Bench-201 network of row <arch_index> of testbed/devices/data/nasbench201-latency-ms.csv.
+NB201_PATTERN = re.compile(r"^nb201-(?P<index>[0-9]+)$")
 FAMILY = ["resnet-ee-w0.25-d1", "resnet-ee-w0.5-d1", "resnet-ee-w0.5-d2", "resnet-ee-w0.5-d3",
           "resnet-ee-w1.0-d2", "resnet-ee-w1.0-d3"]
 
@@ -57,13 +59,19 @@ def resolve(name: str, **overrides) -> tuple[str, dict]:
     if match:
         defaults = dict(width=float(match["width"]), blocks_per_stage=int(match["depth"]))
         return "ResNetEE", {**defaults, **overrides}
+    match = NB201_PATTERN.match(name)
+    if match:
+        from testbed.devices.data_table import nb201_arch
+
+        index = int(match["index"])
+        return "NASBench201Net", {"arch": nb201_arch(index), "arch_index": index, **overrides}
     raise KeyError(f"unknown model {name!r}; known: {', '.join(list_models())} "
-                   "(or resnet-ee-w<width>-d<blocks per stage>, or your own module:callable)")
+                   "(or resnet-ee-w<width>-d<blocks per stage>, nb201-<arch_index>, or your own module:callable)")
 
 
 def build_model(name: str, **overrides):
     """Build an untrained model by registry name; ``overrides`` change its configuration."""
-    from testbed.models import appeal, nets
+    from testbed.models import appeal, nasbench201, nets
 
     class_name, kwargs = resolve(name, **overrides)
     if class_name == "user":
@@ -72,7 +80,7 @@ def build_model(name: str, **overrides):
         model = build_user_model(name, **kwargs)
         model.registry_name = name
         return model
-    cls = getattr(nets, class_name, None) or getattr(appeal, class_name)
+    cls = getattr(nets, class_name, None) or getattr(nasbench201, class_name, None) or getattr(appeal, class_name)
     model = cls(**kwargs)
     model.registry_name = name
     return model
