@@ -84,6 +84,13 @@ def test_report_from_a_run(tmp_path):
     header = (run / "metrics.csv").read_text().splitlines()[0]
     assert "latency_p95_ms_ci95" in header and "bandwidth_scale" in header
     assert "device-only" in rep.text
+    # The headline is accuracy over ALL requests, labelled as such, before the answered-only accuracy.
+    header_line = rep.text.splitlines()[0]
+    assert header_line.index("acc. all reqs") < header_line.index("acc. answered")
+    assert "misses and timeouts count as wrong" in rep.text
+    report_md = (run / "report.md").read_text()
+    assert report_md.index("## Headline: accuracy over all requests") < report_md.index("## Metrics")
+    assert f"**cloud-only**: {cloud.mean['timely_accuracy']:.3f} ± " in report_md
 
 
 def test_report_cli_and_paper_comparison(tmp_path, capsys):
@@ -114,3 +121,24 @@ def test_report_reads_only_result_files(tmp_path):
     rep = build_report(copy, make_figures=False)
     assert {r.strategy for r in rep.rows} == {"device-only", "cloud-only"}
     assert json.loads((copy / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_figures_draw_overlapping_cis_as_one_and_start_at_zero():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from testbed.analysis.figures import honest_ylim, mark_indistinguishable, overlapping_group
+
+    # 10.09 +- 0.01 vs 10.095 +- 0.01 overlap: one band; a third strategy far below is separate.
+    assert overlapping_group([(10.09, 0.01), (10.095, 0.01), (3.0, 0.1)]) == pytest.approx((10.08, 10.105))
+    assert overlapping_group([(10.0, 0.1), (5.0, 0.1)]) is None  # a real difference
+    assert overlapping_group([(10.09, math.nan), (10.095, math.nan)]) is None  # one repeat: no claim either way
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [10.088, 10.098])
+    honest_ylim(ax, [(10.088, 0.004), (10.098, 0.004)])
+    assert ax.get_ylim()[0] == 0  # the auto-scaled 10.088..10.098 axis drew noise as a trend
+    mark_indistinguishable(ax, {1.0: [(10.09, 0.01), (10.095, 0.01)], 2.0: [(10.0, 0.1), (5.0, 0.1)]})
+    assert [t.get_text() for t in ax.texts] == ["n.s."]  # only where the CIs overlap
+    plt.close(fig)

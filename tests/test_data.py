@@ -140,6 +140,39 @@ def test_idx_fashion_mnist_layout(tmp_path):
         load_dataset("idx", root=tmp_path)
 
 
+def test_fashion_mnist_builtin_reads_the_debian_package_or_a_given_root(tmp_path):
+    from testbed.data import FASHION_MNIST_ROOT
+
+    if (FASHION_MNIST_ROOT / "t10k-labels-idx1-ubyte.gz").is_file():  # scripts/install.sh installs it
+        data = load_dataset("fashion-mnist")
+        assert data.input_shape == (1, 28, 28)  # native size by default
+        assert (len(data.train) + len(data.val), len(data.test)) == (60000, 10000)
+        assert data.class_names[0] == "t-shirt/top" and set(np.unique(data.test.y)) == set(range(10))
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 30), ("t10k", 10)):
+        (tmp_path / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
+            gzip.compress(_idx(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))))
+        (tmp_path / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx(np.arange(n, dtype=np.uint8) % 10)))
+    copy = load_dataset("fashion-mnist", root=tmp_path, size=32)
+    assert copy.input_shape == (1, 32, 32) and len(copy.test) == 10 and copy.class_names[-1] == "ankle boot"
+    (tmp_path / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist") as info:
+        load_dataset("fashion-mnist", root=tmp_path)
+    assert str(tmp_path) in str(info.value) and "t10k-images-idx3-ubyte.gz" in str(info.value)
+
+
+def test_cifar10_from_a_users_directory_through_the_training_config(tmp_path):
+    from testbed.models.train import DataConfig
+
+    root = _write_cifar10(tmp_path / "cifar-10-batches-py")
+    config = DataConfig(name="cifar10", root=str(root))
+    assert config.resolved().size == 32  # CIFAR's native size unless asked otherwise
+    data = config.load()
+    assert data.input_shape == (1, 32, 32) and data.source == str(root) and len(data.test) == 6
+    with pytest.raises(DataError, match="needs a directory"):
+        DataConfig(name="cifar10").load()
+
+
 def test_unknown_dataset_and_bad_options():
     with pytest.raises(DataError, match="unknown dataset"):
         load_dataset("imagenet")

@@ -122,6 +122,73 @@ def test_appealnet_edge_trains_against_a_cloud_teacher(trained, digits):
     # Appealing the 30% the gate trusts least must not hurt: the cloud is the stronger model.
     assert rows[0.3]["q_gate_accuracy"] >= rows[0.0]["q_gate_accuracy"]
     assert 0.0 < card["appeal"]["mean_q"] < 1.0
+    # The appeal head trained on training images the classifier never saw (30 % held out).
+    training = card["training"]
+    assert training["appeal_images"] > 0 and training["train_images"] + training["appeal_images"] == len(digits.train)
+    auroc = card["appeal"]["auroc_edge_correct"]
+    assert 0.0 <= auroc["q"] <= 1.0 and 0.0 <= auroc["max_softmax"] <= 1.0
+
+
+def test_auroc_matches_its_definition():
+    import numpy as np
+
+    from testbed.models.train import auroc
+
+    assert auroc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0])) == 1.0
+    assert auroc(np.array([0.1, 0.2, 0.9, 0.8]), np.array([1, 1, 0, 0])) == 0.0
+    assert auroc(np.array([0.5, 0.5, 0.5]), np.array([1, 0, 1])) == 0.5  # ties count half
+    # 3 positives x 2 negatives = 6 pairs, 5 ranked correctly
+    assert auroc(np.array([0.9, 0.6, 0.4, 0.5, 0.1]), np.array([1, 1, 1, 0, 0])) == pytest.approx(5 / 6)
+
+
+def test_dataset_recipes_fill_unset_training_fields_and_threads_do_not_change_the_key():
+    from testbed.models.train import config_hash, resolve_train
+
+    fashion = resolve_train(TrainConfig(), DataConfig(name="fashion-mnist"))
+    assert (fashion.epochs, fashion.train_images, fashion.appeal_images) == (4, 8000, 4000)
+    assert resolve_train(TrainConfig(epochs=2), DataConfig(name="fashion-mnist")).epochs == 2  # explicit wins
+    assert resolve_train(TrainConfig(), DataConfig()).epochs == 30 and resolve_train(TrainConfig(), DataConfig()).train_images is None
+    key = config_hash("resnet20-ee", {}, DataConfig(), TrainConfig())
+    assert key == config_hash("resnet20-ee", {}, DataConfig(size=16), TrainConfig(epochs=30, threads=1))
+    assert key != config_hash("resnet20-ee", {}, DataConfig(size=32), TrainConfig())
+
+
+def test_shipped_checkpoints_are_current_and_used_instead_of_training(tmp_path, monkeypatch):
+    import hashlib
+    import importlib.util
+
+    from testbed.models.train import SHIPPED_DIR, checkpoint_dir, config_hash, shipped_sums
+
+    spec = importlib.util.spec_from_file_location("shipped_build", SHIPPED_DIR / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    sums = shipped_sums()
+    listed = list(build.entries(list(build.GROUPS)))
+    present = [(n, d) for _, n, d in listed if (checkpoint_dir(n, d, TrainConfig(), None, SHIPPED_DIR) / "model.pt").is_file()]
+    assert present, "no shipped checkpoints: run scripts/build_checkpoints.sh"
+    for name, data in present:
+        entry = checkpoint_dir(name, data, TrainConfig(), None, SHIPPED_DIR)
+        # Same key as a default load_or_train: a change to training or cards must rebuild them.
+        card = read_card(entry)
+        assert card["config_hash"] == config_hash(name, card["model_kwargs"], data, TrainConfig()), entry.name
+        assert sums[f"{entry.name}/model.pt"] == hashlib.sha256((entry / "model.pt").read_bytes()).hexdigest()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("trained although a shipped checkpoint matches")
+
+    monkeypatch.setattr("testbed.models.train.train_and_card", fail)
+    name, data = next((n, d) for n, d in present if n == "resnet20-ee" and d.name == "digits")
+    model, card = load_or_train(name, data, tmp_path)
+    assert (checkpoint_dir(name, data, TrainConfig(), None, tmp_path) / "model.pt").is_file()  # runtime loads it
+    # The shipped weights reproduce the card's measured accuracy on this machine's data.
+    from testbed.models.train import evaluate_exits
+
+    dataset = data.load()
+    rows = evaluate_exits(model, dataset)
+    # Thread counts may reorder float sums and flip a borderline prediction: allow two images.
+    tolerance = 2 / len(dataset.test)
+    for row, stored in zip(rows, card["exits"], strict=True):
+        assert row["test_accuracy"] == pytest.approx(stored["test_accuracy"], abs=tolerance)
 
 
 def test_profile_is_stored_in_the_card(trained):

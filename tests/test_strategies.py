@@ -36,7 +36,7 @@ DOWN = Estimates(bw_up_mbps=0.0, bw_down_mbps=0.0, rtt_ms=500, connected=False)
 
 def test_registry_lists_every_strategy():
     assert {"device-only", "cloud-only", "neurosurgeon", "edgent", "spinn", "appealnet", "sc-ee-sparse",
-            "device-aware"} <= set(list_strategies())
+            "device-aware", "oracle"} <= set(list_strategies())
 
 
 def test_unknown_strategy_lists_known_ones():
@@ -194,3 +194,46 @@ def test_fleet_summary_and_jain_index():
     assert summary["devices"]["b"]["on_time"] == 0 and summary["devices"]["b"]["deadline_miss_rate"] == 1.0
     assert summary["jain_throughput"] == pytest.approx(0.5)
     assert summary["cloud_compute_s"] == pytest.approx(0.02) and summary["cloud_requests"] == 2
+
+
+def test_oracle_plans_on_the_future_link_not_the_estimate(tmp_path):
+    from testbed.traces import save_trace, steps
+
+    # Device too slow for the final exit locally (600 ms > 500 ms deadline); the link is good, then
+    # out from 5 to 10 s, then good again. Estimates say "down" throughout: only hindsight helps.
+    trace = steps([(0, 20, 20), (5, 0, 0), (10, 20, 20)], duration=30)
+    path = save_trace(trace, tmp_path / "trace.csv")
+    oracle = get_strategy("oracle", {"trace": str(path)})
+    profiles = {"m": synthetic_profile(device_full_ms=600.0)}
+
+    def plan_at(t):
+        return oracle.plan(DOWN, profiles, Context(model="m", deadline_s=0.5, t_arrival=t))
+
+    good = plan_at(2.0)
+    assert (good.split, good.exit_index) == ("input", 2)  # most accurate exit, offloaded
+    in_outage = plan_at(7.0)
+    assert (in_outage.split, in_outage.exit_index) == ("b2", 1)  # best exit reachable on the device
+    recovering = plan_at(9.8)  # the link returns 0.2 s later: waiting for it still beats local
+    assert recovering.split == "input" and recovering.exit_index == 2
+    assert get_strategy("neurosurgeon").plan(DOWN, profiles, CONTEXT).split == "b4"  # estimate-based: local
+
+
+def test_oracle_link_arithmetic_outages_param_and_errors():
+    from testbed.strategies.oracle import _finish_time
+    from testbed.traces import constant
+
+    link = constant(1.0, 1.0, 10)
+    assert _finish_time(link, "up", 0.0, 1000) == pytest.approx(0.008)  # 8000 bits at 1 Mbit/s
+    oracle = get_strategy("oracle", {"trace": "constant:20:20", "outages": ["1:3"]})
+    assert _finish_time(oracle.trace, "up", 1.5, 2500) == pytest.approx(3.001)  # waits for the link
+    profiles = {"m": synthetic_profile(device_full_ms=600.0)}
+    # No t_arrival: the oracle counts requests at the open-loop rate (request 10 at 5 fps = 2 s).
+    counting = get_strategy("oracle", {"trace": "constant:20:20", "outages": ["1.9:2.6"]})
+    plans = [counting.plan(GOOD, profiles, Context(model="m", deadline_s=0.5, fps=5.0)) for _ in range(11)]
+    assert plans[0].split == "input" and plans[10].split != "input"
+    # Without a trace it never offloads (it cannot know the link).
+    assert get_strategy("oracle").plan(GOOD, profiles, Context(model="m", deadline_s=0.5, t_arrival=0)).split != "input"
+    with pytest.raises(ConfigError, match="START:END"):
+        get_strategy("oracle", {"trace": "constant:20:20", "outages": ["soon"]})
+    with pytest.raises(ConfigError, match="constant:DOWN:UP"):
+        get_strategy("oracle", {"trace": "constant:fast"})

@@ -147,12 +147,59 @@ def timeline(units: list[Unit], out_dir: Path) -> list[Path]:
 
 
 def _errorbar_lines(ax, rows: list[Row], x_of, metric: str, colors: dict):
+    """Means with 95 % CIs per strategy; overlapping CIs shaded as one; y axis from zero."""
     for s in colors:
         pts = sorted((x_of(r), r.mean[metric], r.ci[metric]) for r in rows if r.strategy == s and x_of(r) is not None)
         if pts:
             x, y, e = zip(*pts)
             e = [0 if not math.isfinite(v) else v for v in e]
             ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=s, color=colors[s])
+    by_x: dict[float, list[tuple[float, float]]] = {}
+    for r in rows:
+        if x_of(r) is not None and math.isfinite(r.mean[metric]):
+            by_x.setdefault(x_of(r), []).append((r.mean[metric], r.ci[metric]))
+    mark_indistinguishable(ax, by_x)
+    honest_ylim(ax, [(m, h) for values in by_x.values() for m, h in values])
+
+
+def overlapping_group(values: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """(low, high) spanned by the means whose 95 % CIs overlap the best one's, if at least two do.
+
+    Differences inside the CI are not differences: a figure draws them as one band. Without a CI
+    (one repeat) nothing can be called different or equal, so nothing is marked.
+    """
+    if len(values) < 2 or not all(math.isfinite(h) for _, h in values):
+        return None
+    best_mean, best_ci = max(values, key=lambda v: v[0])
+    same = [(m, h) for m, h in values if m + h >= best_mean - best_ci and m - h <= best_mean + best_ci]
+    if len(same) < 2:
+        return None
+    return min(m - h for m, h in same), max(m + h for m, h in same)
+
+
+def mark_indistinguishable(ax, by_x: dict) -> None:
+    """A grey band with 'n.s.' where the best strategies' CIs overlap at an x."""
+    xs = sorted(by_x)
+    width = 0.04 * ((xs[-1] - xs[0]) or 1.0) if xs else 0.0
+    labelled = False
+    for x in xs:
+        group = overlapping_group(by_x[x])
+        if group:
+            ax.fill_between([x - width, x + width], group[0], group[1], color="0.6", alpha=0.3, lw=0,
+                            label=None if labelled else "CIs overlap (n.s.)")
+            ax.annotate("n.s.", (x, group[1]), ha="center", va="bottom", fontsize=7, color="0.35")
+            labelled = True
+
+
+def honest_ylim(ax, values: list[tuple[float, float]]) -> None:
+    """Non-negative metrics start at zero, so noise between close values cannot read as a trend."""
+    finite = [(m, h if math.isfinite(h) else 0.0) for m, h in values if math.isfinite(m)]
+    if not finite:
+        return
+    low = min(m - h for m, h in finite)
+    high = max(m + h for m, h in finite)
+    if low >= 0:
+        ax.set_ylim(0, high * 1.1 if high > 0 else 1.0)
 
 
 def mean_uplink(row: Row) -> float | None:

@@ -212,16 +212,29 @@ def paper_figure(rows: list[Row], p: dict, out_dir: Path, name: str) -> list[Pat
         if xs is not None and any(xs(r) is not None for r in rows):
             figures._errorbar_lines(ax, rows, xs, metric, colors)
             ax.set_xlabel("mean uplink trace bandwidth (Mbit/s)" if x_axis == "uplink_mbps" else x_axis)
-        else:  # no numeric axis: bars per strategy
+        else:  # no numeric axis: bars per strategy, with the 95 % CI when there is a single cell
             means = [np.nanmean([r.mean[metric] for r in rows if r.strategy == s]) for s in labels]
-            ax.bar(labels, means, color=[colors[s] for s in labels])
+            cis = [_single_ci(rows, s, metric) for s in labels]
+            ax.bar(labels, means, color=[colors[s] for s in labels],
+                   yerr=[c if math.isfinite(c) else 0.0 for c in cis], capsize=3)
             ax.tick_params(axis="x", rotation=20)
+            group = figures.overlapping_group([(m, c) for m, c in zip(means, cis, strict=True) if math.isfinite(m)])
+            if group:
+                ax.axhspan(group[0], group[1], color="0.6", alpha=0.25, lw=0, label="CIs overlap (n.s.)")
+            figures.honest_ylim(ax, list(zip(means, cis, strict=True)))
         ax.set_ylabel(header)
         ax.grid(alpha=0.3)
     if axes[0][0].get_legend_handles_labels()[0]:
         axes[0][0].legend(fontsize=8)
-    fig.suptitle(p.get("title", name), fontsize=10)
+    repeats = min((r.repeats for r in rows), default=0)
+    note = "error bars: 95 % CI over repeats" if repeats >= 2 else "1 repeat: no confidence interval"
+    fig.suptitle(f"{p.get('title', name)}  ({note})", fontsize=10)
     return figures.save(fig, out_dir, f"paper_{name}")
+
+
+def _single_ci(rows: list[Row], strategy: str, metric: str) -> float:
+    mine = [r for r in rows if r.strategy == strategy]
+    return mine[0].ci[metric] if len(mine) == 1 else math.nan
 
 
 def _cards(rows: list[Row]) -> dict[str, dict]:

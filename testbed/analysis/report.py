@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed.analysis import figures, tables
-from testbed.analysis.metrics import Row, Unit, aggregate, load_units
+from testbed.analysis.metrics import HEADLINE_NOTE, Row, Unit, aggregate, load_units
 from testbed.errors import TestbedError
 
 
@@ -54,6 +55,19 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None, mak
     return Report(run_dir=run_dir, manifest=manifest, units=units, rows=rows, text=text, files=files)
 
 
+def headline_lines(rows: list[Row]) -> list[str]:
+    """One line per (cell, strategy): accuracy over ALL requests first, the answered-only figure after."""
+    out = []
+    for r in rows:
+        cell = tables._cell_text(r)
+        ci = r.ci["timely_accuracy"]
+        ci_text = f" ± {ci:.3f}" if math.isfinite(ci) else " (1 repeat: no CI)"
+        out.append(f"- {cell} · **{r.strategy}**: {r.mean['timely_accuracy']:.3f}{ci_text} of all requests answered "
+                   f"correctly on time ({r.mean['deadline_miss_rate']:.0%} missed the deadline; accuracy over "
+                   f"answered requests only: {r.mean['accuracy']:.3f})")
+    return out
+
+
 def render_markdown(manifest: dict, rows: list[Row], table_md: str, pngs: list[Path], out: Path) -> str:
     caps = manifest.get("capabilities", {})
     not_emulated = caps.get("not_emulated") or [k for k, v in caps.items() if v is False]
@@ -70,7 +84,13 @@ def render_markdown(manifest: dict, rows: list[Row], table_md: str, pngs: list[P
         "",
         f"Not emulated on this machine: {', '.join(not_emulated) if not_emulated else 'nothing missing'}.",
         "",
+        "## Headline: accuracy over all requests",
+        "",
+        *headline_lines(rows),
+        "",
         "## Metrics (mean ± 95% CI over repeats, t-distribution)",
+        "",
+        HEADLINE_NOTE,
         "",
         table_md,
         "",

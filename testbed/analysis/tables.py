@@ -6,7 +6,7 @@ import csv
 import math
 from pathlib import Path
 
-from testbed.analysis.metrics import COLUMNS, SUMMARY_COLUMNS, Row
+from testbed.analysis.metrics import COLUMNS, HEADLINE_NOTE, SUMMARY_COLUMNS, Row
 
 
 def _cell_text(row: Row) -> str:
@@ -77,4 +77,5 @@ def text_table(rows: list[Row], columns=SUMMARY_COLUMNS) -> str:
         body.append(line)
     widths = [max(len(x) for x in col) for col in zip(headers, *body)]
     fmt = "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    return "\n".join([fmt.format(*headers), fmt.format(*("-" * w for w in widths))] + [fmt.format(*b) for b in body])
+    lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))] + [fmt.format(*b) for b in body]
+    return "\n".join([*lines, "", HEADLINE_NOTE])

@@ -90,6 +90,9 @@ def session_settings(exp: Experiment, cell: Cell, strategy: StrategySpec, repeat
         extra["energy"] = dict(cfg["energy"])
     if cfg.get("data_options"):
         extra["data_options"] = dict(cfg["data_options"])
+    for key in ("device_profile", "server_profile"):  # hardware the hosts compute like (testbed.devices)
+        if cfg.get(key) is not None:
+            extra[key] = cfg[key]
     return {
         **extra,
         "topology": str(resolve_path(cfg["topology"], cfg.get("_base"))),
@@ -240,6 +243,21 @@ def _progress(total: int, initial: int, enabled: bool, name: str):
     return tqdm(total=total, initial=initial, desc=name, unit="session", dynamic_ncols=True)
 
 
+def _give_oracle_its_trace(settings: dict, traces: dict, path: Path) -> None:
+    """The hindsight ``oracle`` plans on the cell's real trace: write it (outages applied) next to the
+    unit and pass its path, unless the experiment gave the oracle a trace itself."""
+    if settings["strategy"] != "oracle" or settings["strategy_params"].get("trace") or not traces:
+        return
+    from testbed.traces import save_trace, with_outages
+
+    link, trace = next(iter(traces.items()))
+    windows = [(float(f["start"]), float(f["end"])) for f in settings["faults"]
+               if f.get("kind") == "outage" and f.get("link", link) == link]
+    if windows:
+        trace = with_outages(trace, windows)
+    settings["strategy_params"]["trace"] = str(save_trace(trace, path / f"oracle-trace-{link}.csv").resolve())
+
+
 def _run_unit(exp: Experiment, run_dir: Path, cell: Cell, strategy: StrategySpec, repeat: int,
               session: SessionFn, manifest: dict, fail_fast: bool) -> bool:
     uid = unit_id(cell, strategy, repeat)
@@ -249,6 +267,7 @@ def _run_unit(exp: Experiment, run_dir: Path, cell: Cell, strategy: StrategySpec
     path.mkdir(parents=True)
     settings = session_settings(exp, cell, strategy, repeat)
     traces = cell.traces(exp.source)
+    _give_oracle_its_trace(settings, traces, path)
     info = {"unit_id": uid, "cell_id": cell.cell_id, "cell_index": cell.index, "cell_values": cell.values,
             "strategy_label": strategy.label, "repeat": repeat, "settings": settings,
             "trace_mean_mbps": _trace_summary(traces, settings["duration_s"]),

@@ -4,6 +4,12 @@ All exits train jointly on a weighted sum of their cross-entropies (BranchyNet /
 seeds and a fixed thread count so a config hash identifies a result. Each exit then gets its own
 temperature fitted on the validation split, because strategies gate on softmax confidence and
 raw early-exit confidences are miscalibrated.
+
+Fields of ``TrainConfig`` left at ``None`` take the dataset's recipe (``RECIPES``): Fashion-MNIST
+trains on a fixed subset for a few epochs, because training on these 2-core hosts is slow and the
+checkpoints the quickstart, the paper experiments and the tests use are shipped in
+``testbed/models/shipped/`` (rebuilt by ``scripts/build_checkpoints.sh``): ``load_or_train`` uses a
+shipped checkpoint whose config hash matches before it trains anything.
 """
 
 from __future__ import annotations
@@ -27,8 +33,19 @@ from testbed.models.registry import build_model
 
 log = logging.getLogger(__name__)
 
-CARD_VERSION = 2  # bump when training or card semantics change: invalidates caches
+CARD_VERSION = 3  # bump when training or card semantics change: invalidates caches
 DEFAULT_CACHE = Path("results/cache/models")
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+SHIPPED_SUMS = SHIPPED_DIR / "SHA256SUMS"
+# Per-dataset values for TrainConfig fields left at None. Fashion-MNIST: 8,000 of the 51,000 training
+# images for 4 epochs (measured accuracies in the shipped cards); the AppealNet appeal head trains on
+# 4,000 further training images the edge classifier never saw.
+RECIPES: dict[str, dict] = {
+    "default": {"epochs": 30},
+    "fashion-mnist": {"epochs": 4, "train_images": 8000, "appeal_images": 4000},
+}
+# Fraction of the training split held out for the appeal head when the recipe gives no appeal_images.
+APPEAL_HOLDOUT_FRACTION = 0.3
 
 
 class CheckpointError(TestbedError):
@@ -39,14 +56,16 @@ class CheckpointError(TestbedError):
 class TrainConfig:
     """Everything that changes the trained weights (hashed into the cache key)."""
 
-    epochs: int = 30
+    epochs: int | None = None  # None: the dataset's recipe (RECIPES)
+    train_images: int | None = None  # train on the first N training images; None: recipe (all if unset)
+    appeal_images: int | None = None  # AppealNet: held-out images for the appeal head; None: recipe
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 5e-4
     exit_weights: list[float] | None = None  # None: equal weights for every exit
     augment: bool = True
     seed: int = 0
-    threads: int = 2
+    threads: int = 2  # not hashed: the thread count only changes float summation order
     appeal_cost: float = 0.3  # AppealNet only: lam in appeal_loss
     cloud_model: str = "appealnet-cloud"  # AppealNet only: which cloud model the edge appeals to
 
@@ -54,16 +73,34 @@ class TrainConfig:
 @dataclass
 class DataConfig:
     name: str = "digits"
-    size: int = 16
+    size: int | None = None  # None: the dataset's native size (testbed.data.NATIVE_SIZE)
     channels: int = 1
     root: str | None = None
     seed: int = 0
     limit: int | None = None
     extra: dict = field(default_factory=dict)
 
+    def resolved(self) -> DataConfig:
+        """This config with ``size`` filled in, so equal configs hash equally."""
+        from testbed.data import NATIVE_SIZE
+
+        if self.size is not None:
+            return self
+        return DataConfig(**{**asdict(self), "size": NATIVE_SIZE.get(self.name, 16)})
+
     def load(self) -> Dataset:
-        return load_dataset(self.name, root=self.root, size=self.size, channels=self.channels,
+        return load_dataset(self.name, root=self.root, size=self.resolved().size, channels=self.channels,
                             seed=self.seed, limit=self.limit, **self.extra)
+
+
+def resolve_train(train: TrainConfig, data: DataConfig) -> TrainConfig:
+    """``train`` with its None fields filled from the dataset's recipe."""
+    recipe = {**RECIPES["default"], **RECIPES.get(data.name, {})}
+    values = asdict(train)
+    for key, value in recipe.items():
+        if values.get(key) is None:
+            values[key] = value
+    return TrainConfig(**values)
 
 
 def _seed_everything(seed: int, threads: int) -> None:
@@ -95,17 +132,41 @@ def train_model(model, dataset: Dataset, config: TrainConfig, teacher=None) -> d
     With ``teacher`` (a trained cloud model) the model must be an ``AppealEdgeNet`` and is trained
     with the AppealNet joint objective against the teacher's per-example loss.
     """
-    from testbed.models.appeal import appeal_loss
-
+    config = resolve_train(config, DataConfig(name=dataset.name))
     _seed_everything(config.seed, config.threads)
     generator = torch.Generator().manual_seed(config.seed)
-    x_train = torch.from_numpy(dataset.train.x)
-    y_train = torch.from_numpy(dataset.train.y)
-    teacher_loss = None
+    x_all = torch.from_numpy(dataset.train.x)
+    y_all = torch.from_numpy(dataset.train.y)
+    n_train, n_appeal = _training_counts(len(y_all), config, appeal=teacher is not None)
+    x_train, y_train = x_all[:n_train], y_all[:n_train]
+    start = time.perf_counter()
+    history = _fit_exits(model, x_train, y_train, config, generator)
+    result = {"train_images": n_train, "loss_history": history, "config": asdict(config)}
     if teacher is not None:
-        teacher.eval()
-        with torch.no_grad():
-            teacher_loss = F.cross_entropy(teacher(x_train), y_train, reduction="none")
+        # The appeal head learns from images the edge classifier never saw: on its own training
+        # images the edge is (nearly) always right, and q would learn "always keep" (q ~ 1).
+        x_held, y_held = x_all[n_train:n_train + n_appeal], y_all[n_train:n_train + n_appeal]
+        result["appeal_images"] = len(y_held)
+        result["appeal_loss_history"] = _fit_appeal_head(model, teacher, x_held, y_held, config, generator)
+    model.eval()
+    result["train_seconds"] = round(time.perf_counter() - start, 2)
+    return result
+
+
+def _training_counts(n: int, config: TrainConfig, appeal: bool) -> tuple[int, int]:
+    """(images for the classifier, held-out images for the appeal head) from the training split."""
+    if not appeal:
+        return min(n, config.train_images or n), 0
+    n_appeal = config.appeal_images or int(round(APPEAL_HOLDOUT_FRACTION * n))
+    n_train = min(config.train_images or n, n - n_appeal)
+    if n_train < 1 or n_appeal < 1:
+        raise ValueError(f"training split of {n} images cannot hold {config.train_images} classifier "
+                         f"and {n_appeal} appeal images")
+    return n_train, min(n_appeal, n - n_train)
+
+
+def _fit_exits(model, x_train, y_train, config: TrainConfig, generator) -> list[float]:
+    """Joint training of every exit on a weighted sum of their cross-entropies."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * ((len(y_train) + config.batch_size - 1) // config.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=max(1, steps))
@@ -114,7 +175,6 @@ def train_model(model, dataset: Dataset, config: TrainConfig, teacher=None) -> d
     if len(weights) != num_exits:
         raise ValueError(f"exit_weights has {len(weights)} entries, model has {num_exits} exits")
     history = []
-    start = time.perf_counter()
     model.train()
     for epoch in range(config.epochs):
         total, count = 0.0, 0
@@ -122,16 +182,8 @@ def train_model(model, dataset: Dataset, config: TrainConfig, teacher=None) -> d
             x, y = x_train[idx], y_train[idx]
             if config.augment:
                 x = _augment(x, generator)
-            if teacher_loss is not None and epoch >= config.epochs // 2:
-                # Second half: AppealNet joint objective. The first half trains the classifier alone,
-                # because an untrained edge loses to the cloud everywhere and q would collapse to 0.
-                # The teacher's loss is on clean images; augmentation is a small shift, so it still
-                # measures how hard the example is for the cloud.
-                logits, q = model.forward_with_appeal(x)
-                loss = appeal_loss(logits, q, y, teacher_loss[idx], appeal_cost=config.appeal_cost)
-            else:
-                outputs = model.forward_all_exits(x)
-                loss = sum(w * F.cross_entropy(o, y) for w, o in zip(weights, outputs, strict=True)) / sum(weights)
+            outputs = model.forward_all_exits(x)
+            loss = sum(w * F.cross_entropy(o, y) for w, o in zip(weights, outputs, strict=True)) / sum(weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -140,9 +192,40 @@ def train_model(model, dataset: Dataset, config: TrainConfig, teacher=None) -> d
             count += len(y)
         history.append(round(total / count, 5))
         log.debug("epoch %d loss %.4f", epoch + 1, history[-1])
-    model.eval()
-    return {"train_seconds": round(time.perf_counter() - start, 2), "loss_history": history,
-            "config": asdict(config)}
+    return history
+
+
+def _fit_appeal_head(model, teacher, x_held, y_held, config: TrainConfig, generator) -> list[float]:
+    """AppealNet objective on held-out images, classifier frozen: only q(x) learns.
+
+    With the edge fixed, dL/dq = CE_edge - CE_cloud - appeal_cost per image, so q learns where the
+    edge really loses to the cloud on unseen inputs.
+    """
+    from testbed.models.appeal import appeal_loss
+
+    model.eval()  # frozen batch-norm statistics: the classifier stays exactly as trained
+    with torch.no_grad():
+        teacher.eval()
+        cloud_loss = torch.cat([F.cross_entropy(teacher(x_held[i:i + 256]), y_held[i:i + 256], reduction="none")
+                                for i in range(0, len(y_held), 256)])
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith("appeal_head"))
+    head = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(head, lr=config.lr, weight_decay=config.weight_decay)
+    history = []
+    for _ in range(max(1, config.epochs)):
+        total = 0.0
+        for idx in _batches(len(y_held), config.batch_size, generator):
+            logits, q = model.forward_with_appeal(x_held[idx])
+            loss = appeal_loss(logits.detach(), q, y_held[idx], cloud_loss[idx], appeal_cost=config.appeal_cost)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+        history.append(round(total / len(y_held), 5))
+    for param in model.parameters():
+        param.requires_grad_(True)
+    return history
 
 
 # --- evaluation ----------------------------------------------------------------------------------
@@ -221,8 +304,11 @@ def host_description() -> dict:
 def config_hash(name: str, model_kwargs: dict, data: DataConfig, train: TrainConfig) -> str:
     from testbed.user_code import fingerprint, is_user_ref
 
+    data = data.resolved()
+    train_fields = asdict(resolve_train(train, data))
+    train_fields.pop("threads")
     content = {"card_version": CARD_VERSION, "model": name, "model_kwargs": model_kwargs,
-               "data": asdict(data), "train": asdict(train)}
+               "data": asdict(data), "train": train_fields}
     # User code (module:callable) can change under the same name: its source is part of the key.
     user_code = {ref: fingerprint(ref) for ref in (name, data.name) if is_user_ref(ref)}
     if user_code:
@@ -322,8 +408,8 @@ def train_and_card(name: str, data: DataConfig | None = None, train: TrainConfig
                    model_kwargs: dict | None = None, out_dir: str | Path | None = None,
                    dataset: Dataset | None = None, teacher=None):
     """Build, train and evaluate ``name``; save checkpoint + card to ``out_dir`` if given."""
-    data = data or DataConfig()
-    train = train or TrainConfig()
+    data = (data or DataConfig()).resolved()
+    train = resolve_train(train or TrainConfig(), data)
     dataset = dataset or data.load()
     kwargs = _model_kwargs_for(name, dataset, model_kwargs)
     _seed_everything(train.seed, train.threads)
@@ -346,11 +432,28 @@ def _appeal_summary(edge, cloud, dataset: Dataset, train: TrainConfig) -> dict:
     x, y = torch.from_numpy(dataset.test.x), torch.from_numpy(dataset.test.y)
     with torch.no_grad():
         edge_logits, q = edge.forward_with_appeal(x)
-        cloud_logits = cloud(x)
+        cloud_logits = torch.cat([cloud(x[i:i + 256]) for i in range(0, len(x), 256)])
+    edge_correct = (edge_logits.argmax(1) == y).numpy()
+    max_softmax = F.softmax(edge_logits, 1).max(1).values
     return {"cloud_model": train.cloud_model, "appeal_cost": train.appeal_cost,
             "cloud_test_accuracy": round(float((cloud_logits.argmax(1) == y).float().mean()), 4),
             "mean_q": round(float(q.mean()), 4),
+            # How well each score ranks the inputs the edge gets right above those it gets wrong.
+            "auroc_edge_correct": {"q": round(auroc(q.numpy(), edge_correct), 4),
+                                   "max_softmax": round(auroc(max_softmax.numpy(), edge_correct), 4)},
             "tradeoff": appeal_tradeoff(edge_logits, q, cloud_logits, y)}
+
+
+def auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve: P(score of a random positive > score of a random negative), ties 1/2."""
+    from scipy.stats import rankdata
+
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(score, dtype=np.float64))
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def default_cache_dir() -> Path:
@@ -365,6 +468,33 @@ def checkpoint_dir(name: str, data: DataConfig, train: TrainConfig, model_kwargs
     return cache / f"{key}-{config_hash(name, model_kwargs or {}, data, train)[:16]}"
 
 
+def shipped_sums() -> dict[str, str]:
+    """``<entry>/model.pt`` -> sha256 from ``shipped/SHA256SUMS`` (sha256sum's format)."""
+    if not SHIPPED_SUMS.is_file():
+        return {}
+    sums = {}
+    for number, line in enumerate(SHIPPED_SUMS.read_text().splitlines(), 1):
+        if line.strip():
+            digest, _, path = line.partition("  ")
+            if len(digest) != 64 or not path:
+                raise CheckpointError(f"{SHIPPED_SUMS}:{number}: expected '<sha256>  <entry>/model.pt'")
+            sums[path.strip()] = digest
+    return sums
+
+
+def shipped_checkpoint(entry: str) -> Path | None:
+    """The shipped checkpoint for a cache entry name, if one exists and its checksum matches."""
+    directory = SHIPPED_DIR / entry
+    if not (directory / "model.pt").is_file() or not (directory / "card.json").is_file():
+        return None
+    expected = shipped_sums().get(f"{entry}/model.pt")
+    actual = hashlib.sha256((directory / "model.pt").read_bytes()).hexdigest()
+    if expected != actual:
+        raise CheckpointError(f"{directory / 'model.pt'}: sha256 {actual} does not match {SHIPPED_SUMS} "
+                              f"({expected or 'no entry'}); rebuild with scripts/build_checkpoints.sh")
+    return directory
+
+
 def load_or_train(name: str, data: DataConfig | str = "digits", cache_dir: str | Path | None = None,
                   train: TrainConfig | None = None, model_kwargs: dict | None = None):
     """Return (model, card) from ``cache_dir/<name>-<hash>/``, training and caching on a miss.
@@ -375,8 +505,17 @@ def load_or_train(name: str, data: DataConfig | str = "digits", cache_dir: str |
     data = DataConfig(name=data) if isinstance(data, str) else data
     train = train or TrainConfig()
     directory = checkpoint_dir(name, data, train, model_kwargs, cache_dir)
+    shipped = shipped_checkpoint(directory.name)
     if (directory / "model.pt").is_file() and (directory / "card.json").is_file():
         log.info("model %s: using cached %s", name, directory)
+        model, card = load_checkpoint(directory)
+    elif shipped is not None:
+        # Copied into the cache: callers (the runtime's device and cloud) load from checkpoint_dir().
+        log.info("model %s: using shipped %s", name, shipped)
+        import shutil
+
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(shipped, directory, dirs_exist_ok=True)
         model, card = load_checkpoint(directory)
     else:
         log.info("model %s: training on %s (cache miss: %s)", name, data.name, directory)

@@ -170,6 +170,7 @@ class DeviceAgent:
             record = self.base_record(request_id, arrival, label, None)
             self.finish(record, "timeout", arrival, 0.0)
             return
+        self.context.t_arrival = arrival - self.t0  # trace clock, for the hindsight oracle
         plan = self.strategy.plan(self.current_estimates(now), self.profiles, self.context)
         record = self.base_record(request_id, arrival, label, plan)
         model_name = plan.model or self.session_model

@@ -19,7 +19,7 @@ from testbed.strategies.base import Context, Estimates, ModelProfile, Param, Pla
 from testbed.user_code import is_user_ref
 
 STRATEGY_MODULES = ("device_only", "cloud_only", "neurosurgeon", "edgent", "spinn", "appealnet", "sc_ee_sparse",
-                    "device_aware")
+                    "device_aware", "oracle")
 
 __all__ = ["Context", "Estimates", "ModelProfile", "Param", "Plan", "Strategy", "get_strategy",
            "list_strategies", "strategy_class", "user_strategy_class"]

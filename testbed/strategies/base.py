@@ -148,6 +148,9 @@ class Context:
     device: str = "device"
     device_cpu: float | None = None
     fps: float = 5.0
+    # Arrival time (s) of the request being planned on the trace's clock (0 = workload start), set by
+    # the device agent before each plan call; only the hindsight ``oracle`` uses it.
+    t_arrival: float | None = None
 
 
 # --- parameters ------------------------------------------------------------------------------------

@@ -1,0 +1,92 @@
+"""Rebuild the shipped checkpoints: ``bash scripts/build_checkpoints.sh [GROUP ...]``.
+
+Each entry is trained exactly as ``load_or_train(name, data, train=TrainConfig())`` would train it on
+a cache miss (the dataset's recipe, seeds fixed), so its directory name is the cache entry
+``load_or_train`` looks up. Groups: ``fashion`` (quickstart and paper experiments), ``digits32``
+(the runtime tests' 32x32 digits models), ``digits16`` (the experiment runner's tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+
+import torch
+
+from testbed.models.train import (
+    SHIPPED_DIR,
+    SHIPPED_SUMS,
+    DataConfig,
+    TrainConfig,
+    checkpoint_dir,
+    read_card,
+    train_and_card,
+)
+
+GROUPS: dict[str, tuple[DataConfig, list[str]]] = {
+    "fashion": (DataConfig(name="fashion-mnist"),
+                ["resnet20-ee-wide", "resnet20-ee", "resnet20-ee-sparse", "appealnet-cloud", "appealnet-edge"]),
+    "digits32": (DataConfig(name="digits", size=32, channels=1),
+                 ["resnet-ee-w2.0-d3", "resnet20-ee-sparse", "appealnet-cloud", "appealnet-edge"]),
+    "digits16": (DataConfig(name="digits"), ["resnet20-ee"]),
+}
+# Training here uses one thread (shared 2-core hosts); the thread count is not part of the cache key.
+BUILD_TRAIN = TrainConfig(threads=1)
+
+
+def write_sums() -> None:
+    lines = []
+    for model in sorted(SHIPPED_DIR.glob("*/model.pt")):
+        digest = hashlib.sha256(model.read_bytes()).hexdigest()
+        lines.append(f"{digest}  {model.parent.name}/model.pt")
+    SHIPPED_SUMS.write_text("\n".join(lines) + "\n")
+
+
+def entries(groups: list[str]):
+    for group in groups:
+        data, names = GROUPS[group]
+        for name in names:
+            yield group, name, data
+
+
+def build(groups: list[str], force: bool = False) -> int:
+    torch.set_num_threads(1)
+    for group, name, data in entries(groups):
+        directory = checkpoint_dir(name, data, BUILD_TRAIN, None, SHIPPED_DIR)
+        if not force and (directory / "model.pt").is_file() and (directory / "card.json").is_file():
+            print(f"{group:9s} {name:20s} up to date: {directory.name}", flush=True)
+            continue
+        start = time.monotonic()
+        _, card = train_and_card(name, data, BUILD_TRAIN, out_dir=directory)
+        accuracies = " ".join(f"{e['test_accuracy']:.3f}" for e in card["exits"])
+        print(f"{group:9s} {name:20s} trained in {time.monotonic() - start:.0f} s; test accuracy per exit: "
+              f"{accuracies}; {directory.name}", flush=True)
+        write_sums()
+    write_sums()
+    stale = [p.name for p in SHIPPED_DIR.iterdir() if p.is_dir() and p.name not in
+             {checkpoint_dir(n, d, BUILD_TRAIN, None, SHIPPED_DIR).name for _, n, d in entries(list(GROUPS))}]
+    if stale:
+        print(f"not listed in GROUPS (stale, delete them): {', '.join(sorted(stale))}")
+    for _, name, data in entries(groups):
+        card = read_card(checkpoint_dir(name, data, BUILD_TRAIN, None, SHIPPED_DIR))
+        if card.get("appeal"):
+            print(f"{name} on {data.name}: AUROC for edge-correct, q {card['appeal']['auroc_edge_correct']['q']}"
+                  f" vs max-softmax {card['appeal']['auroc_edge_correct']['max_softmax']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("groups", nargs="*", help="default: all groups")
+    parser.add_argument("--force", action="store_true", help="retrain entries that already exist")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.groups) - set(GROUPS))
+    if unknown:
+        parser.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
+    return build(args.groups or list(GROUPS), args.force)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
