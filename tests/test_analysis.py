@@ -142,3 +142,29 @@ def test_figures_draw_overlapping_cis_as_one_and_start_at_zero():
     mark_indistinguishable(ax, {1.0: [(10.09, 0.01), (10.095, 0.01)], 2.0: [(10.0, 0.1), (5.0, 0.1)]})
     assert [t.get_text() for t in ax.texts] == ["n.s."]  # only where the CIs overlap
     plt.close(fig)
+
+
+def test_claim_table_says_whether_the_direction_holds_and_docs_get_figure_table_manifest(tmp_path):
+    from testbed.analysis.paper import reproduce_report
+    from testbed.experiment_cli import publish_reproduction
+
+    # Server cost: device-only sends nothing to the cloud (0 ms) vs cloud-only's 4 ms per answered request.
+    exp = write_exp(tmp_path, repeats=2, paper={"claim": "spinn-server-cost", "ours": "device-only",
+                                                "baselines": ["cloud-only"], "y": ["cloud_ms_per_req"]})
+    run = run_experiment(exp, out=tmp_path / "r", session=fake_session, progress=False)
+    comp = reproduce_report(run)
+    row = next(line for line in comp.text.splitlines() if line.startswith("| server cost"))
+    assert "| yes |" in row and "device-only 0 ± 0 vs cloud-only" in row
+    # Reversed roles: the claim fails, and the table says so with the measured values.
+    exp = write_exp(tmp_path, repeats=2, paper={"claim": "spinn-server-cost", "ours": "cloud-only",
+                                                "baselines": ["device-only"], "y": ["cloud_ms_per_req"]})
+    run = run_experiment(exp, out=tmp_path / "r2", session=fake_session, progress=False)
+    comp = reproduce_report(run)
+    row = next(line for line in comp.text.splitlines() if line.startswith("| server cost"))
+    assert "| no |" in row and "vs device-only 0" in row
+    target = publish_reproduction("demo", run, comp, tmp_path / "docs")
+    assert {"claims.md", "manifest-summary.json"} <= {p.name for p in target.iterdir()}
+    assert any(p.suffix == ".png" for p in target.iterdir())  # the paper figure
+    summary = json.loads((target / "manifest-summary.json").read_text())
+    assert summary["repeats"] == 2 and summary["status"] == "complete" and "git" in summary
+    assert "regenerate, do not edit" in (target / "claims.md").read_text()

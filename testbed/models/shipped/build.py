@@ -27,11 +27,15 @@ from testbed.models.train import (
 
 GROUPS: dict[str, tuple[DataConfig, list[str]]] = {
     "fashion": (DataConfig(name="fashion-mnist"),
-                ["resnet20-ee-wide", "resnet20-ee", "resnet20-ee-sparse", "appealnet-cloud", "appealnet-edge"]),
+                ["resnet20-ee-wide", "appealnet-cloud", "appealnet-edge", "resnet20-ee", "resnet20-ee-sparse"]),
     "digits32": (DataConfig(name="digits", size=32, channels=1),
                  ["resnet-ee-w2.0-d3", "resnet20-ee-sparse", "appealnet-cloud", "appealnet-edge"]),
     "digits16": (DataConfig(name="digits"), ["resnet20-ee"]),
 }
+# Registry names for the same network (class and configuration): trained with the same seeds and
+# configuration they get the same weights, so the second one's entry reuses the first one's instead of
+# training again (its card keeps the measured evaluation, under its own name and key).
+SAME_NETWORK = {"appealnet-cloud": "resnet20-ee-wide"}
 # Training here uses one thread (shared 2-core hosts); the thread count is not part of the cache key.
 BUILD_TRAIN = TrainConfig(threads=1)
 
@@ -42,6 +46,19 @@ def write_sums() -> None:
         digest = hashlib.sha256(model.read_bytes()).hexdigest()
         lines.append(f"{digest}  {model.parent.name}/model.pt")
     SHIPPED_SUMS.write_text("\n".join(lines) + "\n")
+
+
+def reuse_weights(name: str, twin: str, data: DataConfig, twin_dir, directory) -> dict:
+    from testbed.models.registry import resolve
+    from testbed.models.train import config_hash, load_checkpoint, save_checkpoint
+
+    if resolve(name) != resolve(twin):
+        raise SystemExit(f"{name} and {twin} are different networks: {resolve(name)} vs {resolve(twin)}")
+    model, card = load_checkpoint(twin_dir)
+    card = {**card, "model": name, "config_hash": config_hash(name, card["model_kwargs"], data, BUILD_TRAIN),
+            "weights_from": f"{twin_dir.name} (same network, seeds and training configuration)"}
+    save_checkpoint(model, card, directory)
+    return card
 
 
 def entries(groups: list[str]):
@@ -59,6 +76,13 @@ def build(groups: list[str], force: bool = False) -> int:
             print(f"{group:9s} {name:20s} up to date: {directory.name}", flush=True)
             continue
         start = time.monotonic()
+        twin = SAME_NETWORK.get(name)
+        twin_dir = checkpoint_dir(twin, data, BUILD_TRAIN, None, SHIPPED_DIR) if twin else None
+        if twin_dir is not None and (twin_dir / "model.pt").is_file():
+            card = reuse_weights(name, twin, data, twin_dir, directory)
+            print(f"{group:9s} {name:20s} same network as {twin}: weights reused", flush=True)
+            write_sums()
+            continue
         _, card = train_and_card(name, data, BUILD_TRAIN, out_dir=directory)
         accuracies = " ".join(f"{e['test_accuracy']:.3f}" for e in card["exits"])
         print(f"{group:9s} {name:20s} trained in {time.monotonic() - start:.0f} s; test accuracy per exit: "
