@@ -111,6 +111,21 @@ def test_model_costs_split_consistently(shape):
     assert whole == pytest.approx(costs["full_ms"], rel=1e-9)
 
 
+@pytest.mark.parametrize("device", ["raspberry_pi4", "jetson_nano", "fpga"])  # graphs: pruned, folded, full
+def test_nb201_model_costs_match_the_fitted_network_prediction(device):
+    from testbed.models.nasbench201 import NASBench201Net
+
+    profile = get_profile(device)
+    # node 1 is constant (zero), node 2 is dead (read only through 'none'), node 3 has a constant-fed conv
+    arch = "|none~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"
+    variants = [tuple(network_features(arch, graph=g)) for g in ("full", "pruned", "folded")]
+    assert len(set(variants)) == 3
+    model = NASBench201Net(arch)
+    costs = profile.model_costs(model, (3, 32, 32))
+    expected = profile.features_ms(network_features(arch, graph=profile.graph))
+    assert costs["full_ms"] == pytest.approx(expected, rel=1e-9)
+
+
 def test_raspberry_pi_is_slower_than_the_gpu_server_on_resnet20():
     model = build_model("resnet20-ee", in_channels=3, input_size=32)
     pi = get_profile("raspberry_pi4").model_costs(model, (3, 32, 32))["full_ms"]
@@ -138,8 +153,12 @@ def test_cached_features_match_a_fresh_count():
     table = latency_table()
     features = load_features()
     rows = np.flatnonzero(holdout_mask(len(table.archs)))[:8]
-    for row in rows:
-        assert np.allclose(network_features(table.archs[row]), features[row]), row
+    for graph, values in features.items():
+        for row in rows:
+            assert np.allclose(network_features(table.archs[row], graph=graph), values[row]), (graph, row)
+    # the graph variants differ where a cell has dead nodes or constant-fed edges
+    assert not np.allclose(features["full"], features["pruned"])
+    assert not np.allclose(features["pruned"], features["folded"])
 
 
 def test_whole_network_count_equals_the_per_stage_composition():
@@ -163,8 +182,9 @@ def test_shipped_validation_figures_are_what_a_refit_gives():
     held = holdout_mask(len(table.archs))
     shipped = fitted_devices_json()["raspberry_pi4"]
     y = table.column("raspberry_pi4")
-    coef = fit_device(features[~held], y[~held])
-    figures = validation_figures(predict(coef, features[held]), y[held])
+    graph_features = features[shipped["graph"]]
+    coef = fit_device(graph_features[~held], y[~held])
+    figures = validation_figures(predict(coef, graph_features[held]), y[held])
     assert figures == shipped["held_back"]
     assert figures["mape_pct"] < 15 and figures["spearman"] > 0.85
     profile = get_profile("raspberry_pi4")

@@ -65,12 +65,14 @@ _ANY_ARCH = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|sk
 CELLS_PER_STAGE = 5
 
 
-def network_features(arch: str, input_shape: tuple[int, int, int] = FIT_INPUT_SHAPE) -> np.ndarray:
+def network_features(arch: str, input_shape: tuple[int, int, int] = FIT_INPUT_SHAPE,
+                     graph: str = "pruned") -> np.ndarray:
     """Features of one whole NAS-Bench-201 network as measured (backbone + classifier, no extra exits).
 
     Blocks run one after another, so the network's count is the sum of its blocks' counts: the shared
     parts once, and one cell per stage times the cells per stage (all cells of a stage are identical).
-    This equals counting the whole network (a test checks it) at a fifth of the cost.
+    This equals counting the whole network (a test checks it) at a fifth of the cost. ``graph``: which
+    nodes/edges of the cell execute (``testbed.models.nasbench201.GRAPHS``).
     """
     import torch
 
@@ -81,12 +83,12 @@ def network_features(arch: str, input_shape: tuple[int, int, int] = FIT_INPUT_SH
     cell = parse_arch(arch)
     total = fixed.copy()
     for channels, shape in stages:
-        module = Cell(cell, channels).eval()
+        module = Cell(cell, channels, graph).eval()
         total += CELLS_PER_STAGE * features_and_output(module, torch.zeros(shape))[0]
     return total
 
 
-def compute_features(rows: list[int] | None = None, progress: bool = False) -> np.ndarray:
+def compute_features(graph: str, rows: list[int] | None = None, progress: bool = False) -> np.ndarray:
     """Feature matrix (rows x FEATURES) of the data's networks, in row order."""
     import torch
 
@@ -96,31 +98,36 @@ def compute_features(rows: list[int] | None = None, progress: bool = False) -> n
     out = np.zeros((len(rows), len(FEATURES)))
     start = time.monotonic()
     for i, row in enumerate(rows):
-        out[i] = network_features(table.archs[row])
-        if progress and (i + 1) % 200 == 0:
-            print(f"  features {i + 1}/{len(rows)} ({time.monotonic() - start:.0f} s)", file=sys.stderr)
+        out[i] = network_features(table.archs[row], graph=graph)
+        if progress and (i + 1) % 500 == 0:
+            print(f"  {graph}: features {i + 1}/{len(rows)} ({time.monotonic() - start:.0f} s)", file=sys.stderr)
     return out
 
 
-def load_features(refresh: bool = False, progress: bool = False) -> np.ndarray:
-    """Cached features of all rows (``data/nb201-features.csv``), computed and written if missing."""
+def load_features(refresh: bool = False, progress: bool = False) -> dict[str, np.ndarray]:
+    """Cached features of all rows per graph variant (``data/nb201-features.csv``), computed if missing."""
+    from testbed.models.nasbench201 import GRAPHS
+
     table = latency_table()
     if FEATURES_CSV.exists() and not refresh:
         with open(FEATURES_CSV, newline="") as handle:
             reader = csv.reader(handle)
             header = next(reader)
-            if header == ["arch_index", *FEATURES]:
-                values = np.array([[float(v) for v in row[1:]] for row in reader])
-                if len(values) == len(table.archs):
-                    return values
-        print(f"{FEATURES_CSV}: stale (columns or rows changed), recomputing", file=sys.stderr)
-    values = compute_features(progress=progress)
+            rows = list(reader)
+        if header == ["graph", "arch_index", *FEATURES]:
+            cached = {graph: np.array([[float(v) for v in row[2:]] for row in rows if row[0] == graph])
+                      for graph in GRAPHS}
+            if all(len(values) == len(table.archs) for values in cached.values()):
+                return cached
+        print(f"{FEATURES_CSV}: stale (columns, graphs or rows changed), recomputing", file=sys.stderr)
+    cached = {graph: compute_features(graph, progress=progress) for graph in GRAPHS}
     with open(FEATURES_CSV, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["arch_index", *FEATURES])
-        for index, row in zip(table.indices, values):
-            writer.writerow([int(index), *(repr(float(v)) if v != int(v) else int(v) for v in row)])
-    return values
+        writer.writerow(["graph", "arch_index", *FEATURES])
+        for graph, values in cached.items():
+            for index, row in zip(table.indices, values):
+                writer.writerow([graph, int(index), *(int(v) if v == int(v) else repr(float(v)) for v in row)])
+    return cached
 
 
 def holdout_mask(n_rows: int, fraction: float = HOLDOUT_FRACTION, seed: int = SPLIT_SEED) -> np.ndarray:
@@ -160,8 +167,14 @@ def validation_figures(predicted: np.ndarray, measured: np.ndarray) -> dict:
             "rows": int(len(measured))}
 
 
-def fit_all(features: np.ndarray) -> dict:
-    """Coefficients and train/held-back figures for every device column."""
+def fit_all(features: dict[str, np.ndarray]) -> dict:
+    """Coefficients and train/held-back figures for every device column.
+
+    Per device, one cost model per graph variant is fitted on the training rows; the variant with the
+    lowest *training* MAPE is kept (the held-back rows play no part in the choice).
+    """
+    from testbed.models.nasbench201 import GRAPHS
+
     table = latency_table()
     held = holdout_mask(len(table.archs))
     devices = {}
@@ -169,23 +182,33 @@ def fit_all(features: np.ndarray) -> dict:
         y = table.column(device)
         measured = ~np.isnan(y)
         train, test = measured & ~held, measured & held
-        coef = fit_device(features[train], y[train])
+        candidates = {}
+        for graph in GRAPHS:
+            coef = fit_device(features[graph][train], y[train])
+            candidates[graph] = (validation_figures(predict(coef, features[graph][train]), y[train]), coef)
+        graph = min(candidates, key=lambda g: candidates[g][0]["mape_pct"])
+        train_figures, coef = candidates[graph]
         devices[device] = {
+            "graph": graph,
             "coefficients": {name: float(c) for name, c in zip([*FEATURES, "intercept_ms"], coef)},
-            "train": validation_figures(predict(coef, features[train]), y[train]),
-            "held_back": validation_figures(predict(coef, features[test]), y[test]),
+            "train": train_figures,
+            "held_back": validation_figures(predict(coef, features[graph][test]), y[test]),
+            "train_mape_pct_per_graph": {g: figures["mape_pct"] for g, (figures, _) in candidates.items()},
             "measured_median_ms": round(float(np.median(y[measured])), 4),
         }
     return {
         "about": "per-device cost model: ms = intercept_ms + sum(coefficient * feature); features from "
-                 "testbed/devices/features.py; coefficients are ms per unit of feature",
+                 "testbed/devices/features.py counted on the cell graph variant 'graph' "
+                 "(testbed.models.nasbench201.GRAPHS); coefficients are ms per unit of feature",
         "rebuild": REBUILD_COMMAND,
         "features": list(FEATURES),
+        "graphs": dict(GRAPHS),
         "fit_input_shape": list(FIT_INPUT_SHAPE),
         "fit_input_assumption": "32x32x3 (CIFAR-10) assumed for every source; the sources do not state it",
         "holdout": {"fraction": HOLDOUT_FRACTION, "seed": SPLIT_SEED,
                     "method": "numpy.random.default_rng(seed).permutation(rows)[:round(fraction*rows)]"},
-        "objective": "non-negative least squares on relative error (rows divided by measured latency)",
+        "objective": "non-negative least squares on relative error (rows divided by measured latency); "
+                     "graph variant chosen by training MAPE",
         "data": "testbed/devices/data/nasbench201-latency-ms.csv",
         "devices": devices,
     }
@@ -205,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     fitted = fit_all(features)
     args.output.write_text(json.dumps(fitted, indent=1) + "\n")
     for device, entry in fitted["devices"].items():
-        print(f"{device:20s} held-back MAPE {entry['held_back']['mape_pct']:6.2f} %  "
+        print(f"{device:20s} graph {entry['graph']:7s} held-back MAPE {entry['held_back']['mape_pct']:6.2f} %  "
               f"Spearman {entry['held_back']['spearman']:.3f}")
     print(f"wrote {args.output}")
     return 0

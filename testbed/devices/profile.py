@@ -45,25 +45,37 @@ def _check_feature_order() -> None:
 _FEATURE_CACHE: dict[tuple, dict] = {}
 
 
-def _model_key(model, input_shape: tuple[int, ...]) -> tuple | None:
+def _model_key(model, input_shape: tuple[int, ...], graph: str = "pruned") -> tuple | None:
     config = getattr(model, "config", None)
     if config is None:
         return None
+    graph = graph if hasattr(model, "cell") else ""  # only NAS-Bench-201 cells have graph variants
     return (type(model).__module__, type(model).__qualname__, json.dumps(config, sort_keys=True, default=str),
-            tuple(input_shape))
+            tuple(input_shape), graph)
 
 
-def model_features(model, input_shape: tuple[int, ...]) -> dict:
+def _costed_block(model, block, graph: str):
+    """The module whose operations a device executes for ``block``: a NAS-Bench-201 cell is counted in the
+    device's graph variant (dead nodes run or not, constant edges folded or not); anything else as is."""
+    from testbed.models.nasbench201 import Cell
+
+    if graph == "pruned" or not isinstance(block, Cell) or not hasattr(model, "cell"):
+        return block
+    return Cell(model.cell, block.channels, graph).eval()
+
+
+def model_features(model, input_shape: tuple[int, ...], graph: str = "pruned") -> dict:
     """Per-block, per-exit and whole-model features of ``model`` at batch 1 (cached per class/config/shape).
 
     For a ``SplittableNet``: ``{"blocks": [...], "exits": [...], "full": vec}``. For a model without
     split points (e.g. the AppealNet edge network): ``{"full": vec}`` (``forward_with_appeal`` if it has one).
+    ``graph`` applies to NAS-Bench-201 cells only (see ``testbed.models.nasbench201.GRAPHS``).
     """
     import torch
 
     from testbed.devices.features import features_and_output, op_features
 
-    key = _model_key(model, input_shape)
+    key = _model_key(model, input_shape, graph)
     if key is not None and key in _FEATURE_CACHE:
         return _FEATURE_CACHE[key]
     was_training = model.training
@@ -75,9 +87,12 @@ def model_features(model, input_shape: tuple[int, ...]) -> dict:
         if hasattr(model, "split_points") and hasattr(model, "exit_heads"):
             blocks, outputs = [], {INPUT: x}
             for name, block in zip(model.block_names, model.blocks):
-                vec, x = features_and_output(block, x)
+                costed = _costed_block(model, block, graph)
+                vec, out = features_and_output(costed, x)
+                if costed is not block:  # the variant counts; the real block gives the next input
+                    out = block(x)
                 blocks.append(vec)
-                outputs[name] = x
+                outputs[name] = x = out
             exits = [features_and_output(model.exit_heads[info.index], outputs[info.after])[0]
                      for info in model.exits]
             result = {"blocks": blocks, "exits": exits, "full": sum(blocks) + exits[-1]}
@@ -109,6 +124,7 @@ class DeviceProfile:
         entry = table["devices"][name]
         # Coefficient order = feature order of the fit; features.py checks it is still its own.
         self.coefficients = np.array([entry["coefficients"][f] for f in (*table["features"], "intercept_ms")])
+        self.graph: str = entry.get("graph", "pruned")  # NAS-Bench-201 cell variant this device executes
         self.validation: dict = {"held_back": entry["held_back"], "train": entry["train"]}
         self._costs_cache: dict[tuple, dict] = {}
 
@@ -142,10 +158,10 @@ class DeviceProfile:
         A model without split points gets only ``full_ms``.
         """
         input_shape = tuple(input_shape)
-        key = _model_key(model, input_shape)
+        key = _model_key(model, input_shape, self.graph)
         if key is not None and key in self._costs_cache:
             return self._costs_cache[key]
-        feats = model_features(model, input_shape)
+        feats = model_features(model, input_shape, self.graph)
         overhead = self.overhead_ms
         if "blocks" not in feats:
             costs = {"head_ms": {}, "tail_ms": {}, "exit_ms": [], "full_ms": self.features_ms(feats["full"])}
@@ -190,7 +206,7 @@ class DeviceProfile:
                 return float(value)
         from testbed.devices.fit import FIT_INPUT_SHAPE, network_features
 
-        return self.features_ms(network_features(arch, FIT_INPUT_SHAPE))
+        return self.features_ms(network_features(arch, FIT_INPUT_SHAPE, self.graph))
 
     def sample_ms(self, nominal_ms: float, rng: np.random.Generator) -> float:
         """One run's time: lognormal around ``nominal_ms`` (mean = nominal) with the profile's CV."""

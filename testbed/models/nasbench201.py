@@ -90,17 +90,57 @@ def make_operation(op: str, channels: int) -> nn.Module:
     raise ValueError(f"operation {op!r} has no module (none edges are skipped)")
 
 
-class Cell(nn.Module):
-    """One NAS-Bench-201 cell: node i = sum of its non-``none`` edges; returns node 3."""
+def live_nodes(cell: list[list[tuple[str, int]]]) -> set[int]:
+    """Nodes whose value reaches the cell output through non-``none`` edges (node 3 itself included)."""
+    live = {len(cell)}
+    for node in range(len(cell), 0, -1):
+        if node in live:
+            live.update(source for op, source in cell[node - 1] if op != "none")
+    return live
 
-    def __init__(self, cell: list[list[tuple[str, int]]], channels: int):
+
+def constant_nodes(cell: list[list[tuple[str, int]]]) -> set[int]:
+    """Nodes that do not depend on the cell input (every non-``none`` edge into them reads a constant node)."""
+    constant: set[int] = set()
+    for node, edges in enumerate(cell, start=1):
+        if all(source in constant for op, source in edges if op != "none"):
+            constant.add(node)
+    return constant
+
+
+# How a cell's graph is executed: what the network computes (``pruned``) and two costing variants.
+GRAPHS = {
+    "pruned": "dead nodes (no path to the output) are not computed; same output as the full cell",
+    "full": "every node is computed, dead ones too, as NAS-Bench-201's reference code does",
+    "folded": "costing only: also drops edges fed by constant nodes, as a graph compiler folds them "
+              "(its output differs from the network's)",
+}
+
+
+class Cell(nn.Module):
+    """One NAS-Bench-201 cell: node i = sum of its non-``none`` edges; returns node 3.
+
+    ``graph="pruned"`` (the network's): nodes that cannot reach the output are not computed (the
+    output is the same; deployed graphs prune such dead branches too). ``"full"`` and ``"folded"`` are
+    for cost counting (see ``GRAPHS``): latency sources differ in which of these they executed.
+    """
+
+    def __init__(self, cell: list[list[tuple[str, int]]], channels: int, graph: str = "pruned"):
         super().__init__()
+        if graph not in GRAPHS:
+            raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, got {graph!r}")
+        self.channels = channels
         self.edges = nn.ModuleDict()
-        self.node_inputs: list[list[tuple[str, int]]] = []
+        self.node_inputs: list[list[tuple[str, int]] | None] = []
+        live = live_nodes(cell) if graph != "full" else set(range(len(cell) + 1))
+        constant = constant_nodes(cell) if graph == "folded" else set()
         for node_index, edges in enumerate(cell, start=1):
+            if node_index not in live:
+                self.node_inputs.append(None)
+                continue
             inputs = []
             for op, source in edges:
-                if op == "none":
+                if op == "none" or source in constant:
                     continue
                 key = f"n{node_index}_from{source}"
                 self.edges[key] = make_operation(op, channels)
@@ -108,15 +148,17 @@ class Cell(nn.Module):
             self.node_inputs.append(inputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nodes = [x]
+        nodes: list[torch.Tensor | None] = [x]
         for inputs in self.node_inputs:
-            if not inputs:
+            if inputs is None:  # dead node: nothing downstream reads it
+                nodes.append(None)
+            elif not inputs:
                 nodes.append(torch.zeros_like(x))
-                continue
-            total = self.edges[inputs[0][0]](nodes[inputs[0][1]])
-            for key, source in inputs[1:]:
-                total = total + self.edges[key](nodes[source])
-            nodes.append(total)
+            else:
+                total = self.edges[inputs[0][0]](nodes[inputs[0][1]])
+                for key, source in inputs[1:]:
+                    total = total + self.edges[key](nodes[source])
+                nodes.append(total)
         return nodes[-1]
 
 
@@ -177,6 +219,7 @@ class NASBench201Net(SplittableNet):
                       exit_hidden=exit_hidden, arch_index=arch_index)
         super().__init__(names, blocks, exit_after, heads, config)
         self.arch = arch
+        self.cell = cell
 
 
 def arch_for_index(index: int) -> str:
