@@ -14,9 +14,11 @@ probes and against a baseline measured on the same kernel with netem installed a
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -150,10 +152,12 @@ def test_library_rtt_trace_has_varying_rtt():
 
 @pytest.fixture(scope="module")
 def baseline_rtt_ms(needs_netem):
-    """Median RTT with netem installed at zero delay: what the kernel (and TCG) add by themselves."""
-    with Emulation(device_cloud(up={"loss_pct": 0.0001}, down={"loss_pct": 0.0001})) as emu:
+    """What the kernel adds to a netem-delayed round trip by itself: the median RTT with 1 ms of netem
+    delay each way, less those 2 ms. It includes one netem timer wake-up per direction, which an
+    emulated CPU (TCG) fires milliseconds late, and on a real kernel is tens of microseconds."""
+    with Emulation(device_cloud(up={"delay_ms": 1}, down={"delay_ms": 1})) as emu:
         assert emu.ports and all(p.use_netem for p in emu.ports)
-        return float(np.median(ping_rtts(emu, 200)))
+        return float(np.median(ping_rtts(emu, 300))) - 2.0
 
 
 @netem
@@ -221,7 +225,7 @@ def measure_topology(topo, trace: Trace, duration: float, out_dir: Path, faults=
     """``fidelity.measure`` on a topology object (it takes a file): backlogged downlink flow, receiver side."""
     from testbed.emulation.flowprobe import per_window
 
-    with Emulation(topo, traces={"access": trace}, faults=list(faults), log_dir=out_dir) as emu:
+    with Emulation(topo, traces={"access": trace}, faults=list(faults), log_dir=out_dir, hold_clock=True) as emu:
         result = fidelity.run_flow(emu, "down", duration, out_dir)
         steps = emu.timeline("access", "down")
     achieved = per_window(result, 1.0) * fidelity.WIRE_PER_PAYLOAD
@@ -240,7 +244,8 @@ def test_outage_gate_holds_packets_behind_netem_delay(tmp_path):
     from testbed.emulation.flowprobe import per_window
 
     faults = [{"kind": "outage", "link": "access", "start": 4, "end": 6.5}]
-    with Emulation(topo, traces={"access": constant(6, 50, 10)}, faults=faults, log_dir=tmp_path) as emu:
+    with Emulation(topo, traces={"access": constant(6, 50, 10)}, faults=faults, log_dir=tmp_path,
+                   hold_clock=True) as emu:
         result = fidelity.run_flow(emu, "down", 10, tmp_path)
     per_100ms = per_window(result, 0.1) * 0.1 / 8 * 1e6
     # what was in the 10 ms delay line when the gate closed may still arrive in the first bins
@@ -265,19 +270,16 @@ def test_ovs_topology_carries_traffic(tmp_path):
             out = emu.host(d).cmd(f"ping -c 5 -i 0.2 {cloud_ip}")
             assert " 0% packet loss" in out, out
         # and a backlogged TCP flow through the OVS switch: the session's traffic is network-level here
-        sink = emu.host("device1").popen([PY, "-m", "testbed.emulation.flowprobe", "sink", "--port", "5001",
-                                          "--duration", "6", "--out", str(tmp_path / "sink.json"),
-                                          "--t0", str(emu.t0)])
-        import time
-
-        time.sleep(0.5)
-        src = emu.host("cloud").popen([PY, "-m", "testbed.emulation.flowprobe", "source", "--host",
-                                       emu.host("device1").IP(), "--duration", "5"])
-        sink.wait(60)
+        began = time.monotonic()
+        emu.host("cloud").popen([PY, "-c", "pass"]).wait(120)
+        t0 = time.monotonic() + 4 * (time.monotonic() - began) + 1.0  # both probes are up by then
+        sink = emu.host("device1").popen([PY, fidelity.FLOWPROBE, "sink", "--port", "5001", "--duration", "5",
+                                          "--out", str(tmp_path / "sink.json"), "--t0", str(t0)])
+        src = emu.host("cloud").popen([PY, fidelity.FLOWPROBE, "source", "--host", emu.host("device1").IP(),
+                                       "--duration", str(t0 + 5 - time.monotonic())])
+        sink.wait(t0 + 5 - time.monotonic() + 60)
         src.kill()
         src.wait()
-    import json
-
     mbps = per_window(json.loads((tmp_path / "sink.json").read_text()), 1.0)
     assert mbps[2:5].mean() > 1.0, mbps
 

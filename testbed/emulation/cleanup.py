@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -208,7 +209,11 @@ def teardown(data: dict, dead_run: bool = False) -> list[str]:
         if pid_alive(pid) and _is_mininet_shell(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    existing = set(link_names()) - (_links_of_live_runs() if dead_run else set())
+    live_links = _links_of_live_runs() if dead_run else set()
+    for name in set(data.get("bridges", [])) - live_links:
+        if _delete_ovs_bridge(name):
+            done.append(f"deleted OVS bridge {name}")
+    existing = set(link_names()) - live_links
     for name in data.get("bridges", []) + data.get("interfaces", []):
         if name in existing and delete_link(name):
             done.append(f"deleted link {name}")
@@ -220,6 +225,20 @@ def teardown(data: dict, dead_run: bool = False) -> list[str]:
             with contextlib.suppress(OSError):
                 Path(parent).rmdir()  # fails while another run uses it: fine
     return done
+
+
+def _delete_ovs_bridge(name: str) -> bool:
+    """An OVS bridge (``switch: ovs``) lives in OVS's database: ``ip link del`` cannot remove it."""
+    if not shutil.which("ovs-vsctl"):
+        return False
+    try:
+        if subprocess.run(["ovs-vsctl", "--timeout=5", "br-exists", name], capture_output=True,
+                          timeout=10).returncode != 0:
+            return False
+        return subprocess.run(["ovs-vsctl", "--timeout=5", "del-br", name], capture_output=True,
+                              timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 def _live_records() -> list[dict]:

@@ -85,20 +85,43 @@ def read_lags(replay_csv: Path) -> np.ndarray:
     return np.array([(float(r["applied_s"]) - float(r["scheduled_s"])) * 1000 for r in rows])
 
 
+FLOWPROBE = str(Path(__file__).with_name("flowprobe.py"))  # run as a script: no package imports, fast start
+
+
 def run_flow(emu: Emulation, direction: str, duration: float, out_dir: Path, link: str = "access") -> dict:
-    """Backlogged TCP over ``link`` in ``direction`` from t≈0 to ``duration``; returns the sink's record."""
+    """Backlogged TCP over ``link`` in ``direction`` from t≈0 to ``duration``; returns the sink's record.
+
+    With an emulation built with ``hold_clock=True``, the probes are started first and the replay
+    clock once they are up (a slow CPU, e.g. the stock-kernel VM's emulated one, may need seconds to
+    start a Python process); otherwise they start on the running clock.
+    """
     spec = emu.topology.links[link]
     sender, receiver = (spec.a, spec.b) if direction == "up" else (spec.b, spec.a)
     src_host, dst_host = emu.host(sender), emu.host(receiver)
     sink_file = out_dir / f"sink-{direction}.json"
     py = sys.executable
-    sink = dst_host.popen([py, "-m", "testbed.emulation.flowprobe", "sink", "--port", str(SINK_PORT),
-                           "--duration", str(duration), "--out", str(sink_file), "--t0", str(emu.t0)])
-    time.sleep(0.2)
-    source = src_host.popen([py, "-m", "testbed.emulation.flowprobe", "source", "--host", dst_host.IP(),
-                             "--port", str(SINK_PORT), "--duration", str(duration - emu.elapsed())])
+    held = emu.t0 is None
+    if held:
+        began = time.monotonic()
+        dst_host.popen([py, "-c", "pass"]).wait(120)
+        t0 = time.monotonic() + 4 * (time.monotonic() - began) + 1.0
+    else:
+        t0 = emu.t0
+    sink = dst_host.popen([py, FLOWPROBE, "sink", "--port", str(SINK_PORT), "--duration", str(duration),
+                           "--out", str(sink_file), "--t0", str(t0)])
+    if not held:
+        time.sleep(0.2)
+    # with a held clock the source starts alongside the sink (it retries its connect), so both run by t0
+    source = src_host.popen([py, FLOWPROBE, "source", "--host", dst_host.IP(), "--port", str(SINK_PORT),
+                             "--duration", str(t0 + duration - time.monotonic())])
+    if held:
+        ready = sink.stdout.readline().decode().strip()
+        if ready != "ready" or time.monotonic() > t0:
+            source.kill()
+            raise RuntimeError(f"flow sink not ready before the clock start ({ready!r})")
+        emu.start_clock(t0)
     try:
-        sink.wait(timeout=duration + 60)
+        sink.wait(timeout=t0 + duration - time.monotonic() + 60)
     finally:
         source.kill()
         source.wait()
