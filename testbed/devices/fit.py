@@ -144,15 +144,29 @@ def design(features: np.ndarray) -> np.ndarray:
 
 
 def fit_device(features: np.ndarray, latency_ms: np.ndarray) -> np.ndarray:
-    """Non-negative coefficients (FEATURES..., intercept) minimising relative squared error."""
+    """Non-negative coefficients (FEATURES..., intercept) minimising relative squared error.
+
+    Columns 0 and 1 must be kxk-conv MACs and matmul (1x1 conv / linear) MACs. The fit is constrained
+    to ``coef_matmul <= coef_kxk``: a MAC of a 1x1 convolution costs no more than one of a kxk
+    convolution. NAS-Bench-201 cells cannot separate a 1x1 edge's per-MAC cost from its per-operation
+    overhead; without the constraint some GPU fits priced 1x1 MACs 7x above 3x3 MACs and predicted
+    MobileNetV2 (mostly 1x1 convs) 10x too slow on the Jetson Nano (docs/devices.md).
+    """
     from scipy.optimize import nnls
 
     a = design(features)
-    scale = a.max(axis=0)
+    # reparametrise: d0 * (kxk + matmul) + d1 * kxk, d >= 0  =>  coef_kxk = d0 + d1 >= coef_matmul = d0 >= 0
+    reparam = a.copy()
+    reparam[:, 0] = a[:, 0] + a[:, 1]
+    reparam[:, 1] = a[:, 0]
+    scale = reparam.max(axis=0)
     scale[scale == 0] = 1.0
-    weighted = (a / scale) / latency_ms[:, None]
-    coef, _ = nnls(weighted, np.ones(len(latency_ms)), maxiter=50 * a.shape[1])
-    return coef / scale
+    weighted = (reparam / scale) / latency_ms[:, None]
+    d, _ = nnls(weighted, np.ones(len(latency_ms)), maxiter=50 * a.shape[1])
+    d = d / scale
+    coef = d.copy()
+    coef[0], coef[1] = d[0] + d[1], d[0]
+    return coef
 
 
 def predict(coef: np.ndarray, features: np.ndarray) -> np.ndarray:
@@ -207,8 +221,9 @@ def fit_all(features: dict[str, np.ndarray]) -> dict:
         "fit_input_assumption": "32x32x3 (CIFAR-10) assumed for every source; the sources do not state it",
         "holdout": {"fraction": HOLDOUT_FRACTION, "seed": SPLIT_SEED,
                     "method": "numpy.random.default_rng(seed).permutation(rows)[:round(fraction*rows)]"},
-        "objective": "non-negative least squares on relative error (rows divided by measured latency); "
-                     "graph variant chosen by training MAPE",
+        "objective": "non-negative least squares on relative error (rows divided by measured latency), "
+                     "constrained to coef(matmul_macs) <= coef(conv_kxk_macs); graph variant chosen by "
+                     "training MAPE",
         "data": "testbed/devices/data/nasbench201-latency-ms.csv",
         "devices": devices,
     }
