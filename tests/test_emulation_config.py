@@ -183,3 +183,35 @@ def test_unknown_trace_link_and_bad_granularity():
         Emulation(topo, traces={"wan": constant(1, 1, 10)}, caps=_caps())
     with pytest.raises(ConfigError, match="granularity"):
         Emulation(topo, granularity=0.001, caps=_caps())
+
+
+def with_devices(device: dict, count: int | None = None) -> dict:
+    raw = minimal()
+    raw["hosts"]["device"] = {"role": "device", "device": device, **({"count": count} if count else {})}
+    return raw
+
+
+def test_hosts_carry_device_profiles_and_a_fleet_cycles_a_list():
+    topo = parse_topology(with_devices({"profile": "raspberry_pi4"}))
+    assert topo.hosts["device"].profile == "raspberry_pi4" and topo.hosts["cloud"].profile is None
+    fleet = load_topology(TOPOLOGIES / "fleet.yaml", params={"n_devices": 4})
+    assert [fleet.hosts[f"device{i}"].profile for i in range(1, 5)] == [
+        "raspberry_pi4", "pixel3", "jetson_nano", "raspberry_pi4"]
+    cpu_mode = load_topology(TOPOLOGIES / "device-cloud.yaml", params={"device_profile": None})
+    assert cpu_mode.hosts["device"].profile is None and cpu_mode.hosts["device"].cpu == 0.5
+    assert parse_topology(with_devices({"cpu": 0.25})).hosts["device"].cpu == 0.25
+
+
+@pytest.mark.parametrize("device, count, where, what", [
+    ({"profile": "commodore64"}, None, "hosts.device.device.profile", "unknown device profile 'commodore64'; known"),
+    ({"profile": ["raspberry_pi4", "abacus"]}, 2, "hosts.device.device.profile[1]", "known profiles: "),
+    ({"profile": ["raspberry_pi4"]}, None, "hosts.device.device.profile", "counted host group"),
+    ({"speed": 3}, None, "hosts.device.device.speed", "unknown key; allowed: profile, workers, cpu"),
+    ({"cpu": -1}, None, "hosts.device.device.cpu", "below the minimum"),
+])
+def test_bad_device_keys_name_the_key_and_list_profiles(device, count, where, what):
+    with pytest.raises(ConfigError) as err:
+        parse_topology(with_devices(device, count), source="topo.yaml")
+    assert str(err.value).startswith(f"topo.yaml: {where}") and what in str(err.value)
+    if "known profiles" in str(err.value):
+        assert "raspberry_pi4" in str(err.value).split("known profiles: ")[1]

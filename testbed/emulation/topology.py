@@ -1,7 +1,8 @@
 """Topology files (``topologies/*.yaml``): schema, parameter expansion and validation.
 
-A topology names hosts (with a role and a CPU share), optional switches, and
-links. Each link joins two nodes ``ends: [a, b]``; by convention ``a`` is the
+A topology names hosts (with a role, a CPU share and optionally the hardware they
+emulate: ``device: {profile: raspberry_pi4}``, see ``testbed.devices``), optional
+switches, and links. Each link joins two nodes ``ends: [a, b]``; by convention ``a`` is the
 device side, so **up** is a→b (device→cloud) and **down** is b→a. Each
 direction can have its own rate, delay, jitter, loss, queue size and trace.
 
@@ -24,7 +25,11 @@ ROLES = ("device", "edge", "cloud")
 DIRECTIONS = ("up", "down")
 DIRECTION_KEYS = ("bw_mbps", "delay_ms", "jitter_ms", "loss_pct", "queue_packets", "trace")
 LINK_KEYS = ("ends", "up", "down", *DIRECTION_KEYS)
-HOST_KEYS = ("role", "cpu", "count")
+HOST_KEYS = ("role", "cpu", "count", "device")
+# host.device: the hardware a host emulates. ``profile``: a testbed.devices profile name (a counted
+# group may give a list, cycled over its hosts); ``workers``: parallel workers of a server profile;
+# ``cpu``: CPU-share mode, cores (same as host.cpu).
+HOST_DEVICE_KEYS = ("profile", "workers", "cpu")
 TOP_KEYS = ("name", "description", "params", "hosts", "switches", "links")
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,9}$")
 PARAM_RE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -68,6 +73,8 @@ class HostSpec:
     name: str
     role: str
     cpu: float | None = None  # CPU cores (cgroup quota), None = unlimited
+    profile: str | None = None  # testbed.devices profile this host computes like (None: its CPU share)
+    workers: int | None = None  # parallel workers of a server profile (None: the profile's default)
 
 
 @dataclass(frozen=True)
@@ -120,14 +127,27 @@ def parse_topology(raw: Any, source: str = "<dict>", params: dict[str, Any] | No
         if role not in ROLES:
             raise ConfigError(f"{source}: {key}.role", f"must be one of {', '.join(ROLES)}; got {role!r}")
         cpu = v.number(hraw.get("cpu"), f"{key}.cpu", minimum=0.01, allow_none=True, what="CPU cores")
+        hardware = v.mapping(hraw.get("device"), f"{key}.device", HOST_DEVICE_KEYS)
+        if hardware.get("cpu") is not None:
+            device_cpu = v.number(hardware["cpu"], f"{key}.device.cpu", minimum=0.01, what="CPU cores")
+            if cpu is not None and cpu != device_cpu:
+                raise ConfigError(f"{source}: {key}.device.cpu", f"{device_cpu:g} contradicts {key}.cpu ({cpu:g}); "
+                                  "give one of them")
+            cpu = device_cpu
         count = hraw.get("count")
-        if count is None:
-            hosts[hname] = HostSpec(hname, role, cpu)
+        n = None if count is None else int(v.number(count, f"{key}.count", minimum=1, integer=True,
+                                                        what="host count"))
+        profiles = _host_profiles(v, hardware.get("profile"), f"{key}.device.profile", n)
+        workers = hardware.get("workers")
+        if workers is not None:
+            workers = int(v.number(workers, f"{key}.device.workers", minimum=1, integer=True,
+                                   what="parallel workers of a server profile"))
+        if n is None:
+            hosts[hname] = HostSpec(hname, role, cpu, profiles[0], workers)
         else:
-            n = int(v.number(count, f"{key}.count", minimum=1, integer=True, what="host count"))
             counts[hname] = n
             for i in range(1, n + 1):
-                hosts[f"{hname}{i}"] = HostSpec(f"{hname}{i}", role, cpu)
+                hosts[f"{hname}{i}"] = HostSpec(f"{hname}{i}", role, cpu, profiles[(i - 1) % len(profiles)], workers)
     if not hosts:
         raise ConfigError(f"{source}: hosts", "a topology needs at least one host")
 
@@ -185,6 +205,35 @@ def parse_topology(raw: Any, source: str = "<dict>", params: dict[str, Any] | No
                               "exactly one (connect hosts through switches)")
     return Topology(name=name, description=str(raw.get("description") or ""), hosts=hosts,
                     switches=tuple(switches), links=links, source=source, params=merged)
+
+
+def known_profiles() -> list[str]:
+    """Names of the device/server profiles (``testbed.devices``)."""
+    from testbed.devices import list_profiles
+
+    return sorted(list_profiles())
+
+
+def check_profile(name: Any, where: str) -> str:
+    """``name`` if it is a known profile, else a ConfigError at ``where`` listing the known ones."""
+    known = known_profiles()
+    if not isinstance(name, str) or name not in known:
+        raise ConfigError(where, f"unknown device profile {name!r}; known profiles: {', '.join(known)}")
+    return name
+
+
+def _host_profiles(v: _Validator, raw: Any, key: str, count: int | None) -> list[str | None]:
+    """One profile per host of the entry (a list is cycled over a counted group)."""
+    if raw is None:
+        return [None]
+    if isinstance(raw, list):
+        if count is None:
+            raise ConfigError(f"{v.source}: {key}", "a list of profiles needs a counted host group (count: N); "
+                              "give one profile name")
+        if not raw:
+            raise ConfigError(f"{v.source}: {key}", "must be a profile name or a non-empty list of names")
+        return [check_profile(p, f"{v.source}: {key}[{i}]") for i, p in enumerate(raw)]
+    return [check_profile(raw, f"{v.source}: {key}")]
 
 
 def _direction(v: _Validator, raw: dict, key: str) -> DirectionSpec:

@@ -66,6 +66,10 @@ TOP_KEYS = {
     "paper": "paper-comparison settings (see testbed.analysis.paper)",
     "energy": "energy-model settings for the runtime, e.g. {radio: lte, compute_power_w: 2.0}",
     "data_options": "dataset options for every model of the session, e.g. {size: 32, channels: 1}",
+    "device_profile": "hardware the devices compute like: a testbed.devices profile name, 'cpu' (CPU-share "
+                      "mode), or {device host: name}; default: the topology's host device.profile",
+    "server_profile": "the cloud host's server profile (default: the topology's cloud device.profile)",
+    "server_workers": "parallel workers of the server profile, where requests queue (default 1)",
 }
 DATA_OPTION_KEYS = ("size", "channels")
 TRACE_KEYS = {
@@ -84,7 +88,8 @@ WORKLOAD_KEYS = {"fps": "requests per second per device (> 0)",
                  "deadline_s": "per-request deadline in seconds (> 0)",
                  "mode": "open (fixed fps, default) or closed (next request when the last is answered)"}
 SPECIAL_AXES = ("bandwidth_scale", "trace")
-SWEEPABLE_ROOTS = ("params", "traces", "workload", "sla", "model", "data", "devices", "strategies")
+SWEEPABLE_ROOTS = ("params", "traces", "workload", "sla", "model", "data", "devices", "strategies",
+                   "device_profile")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -427,6 +432,14 @@ def parse_experiment(raw: Any, src: str = "<dict>", base: Path | None = None) ->
             if d not in device_hosts:
                 raise _err(src, f"devices[{i}]", f"not a device host; device hosts: {', '.join(sorted(device_hosts))}")
 
+    if "device_profile" in raw:
+        check_device_profile(src, "device_profile", raw["device_profile"], topo)
+    if raw.get("server_profile") is not None:
+        check_device_profile(src, "server_profile", raw["server_profile"], topo, server=True)
+    workers = raw.get("server_workers")
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+        raise _err(src, "server_workers", f"must be an integer >= 1 ({TOP_KEYS['server_workers']}), got {workers!r}")
+
     # workload + sla
     workload = _mapping(src, "workload", raw["workload"], TOP_KEYS["workload"])
     _unknown(src, "workload", workload, WORKLOAD_KEYS)
@@ -494,6 +507,9 @@ def parse_experiment(raw: Any, src: str = "<dict>", base: Path | None = None) ->
                 raise _err(src, where, f"workload axes are workload.{{{','.join(WORKLOAD_KEYS)}}}")
             for i, v in enumerate(values):
                 _number(src, f"{where}[{i}]", v)
+        elif root == "device_profile":
+            for i, v in enumerate(values):
+                check_device_profile(src, f"{where}[{i}]", v, topo)
         elif root == "traces":
             parts = axis.split(".")
             if len(parts) < 2 or parts[1] not in links:
@@ -504,6 +520,25 @@ def parse_experiment(raw: Any, src: str = "<dict>", base: Path | None = None) ->
     cells = _expand(raw, src, base, sweep, strategies)
     return Experiment(name=name, source=src, raw=raw, strategies=strategies, seeds=list(seeds), cells=cells,
                       axes=dict(sweep))
+
+
+def check_device_profile(src: str, path: str, value: Any, topo, server: bool = False) -> None:
+    """A profile name, 'cpu' (devices only) or {device host: name|'cpu'}; names must be known profiles."""
+    from testbed.emulation.topology import check_profile
+
+    if isinstance(value, dict) and not server:
+        device_hosts = topo.hosts_with_role("device")
+        for host, name in value.items():
+            if host not in device_hosts:
+                raise _err(src, f"{path}.{host}", f"not a device host; device hosts: {', '.join(device_hosts)}")
+            if name != "cpu":
+                check_profile(name, f"{src}: {path}.{host}")
+        return
+    if not isinstance(value, str):
+        raise _err(src, path, "must be a profile name" + ("" if server else ", 'cpu' or {device host: name}")
+                   + f", got {value!r}")
+    if value != "cpu" or server:
+        check_profile(value, f"{src}: {path}")
 
 
 def _parse_strategies(src: str, raw: Any) -> list[StrategySpec]:

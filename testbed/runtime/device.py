@@ -17,6 +17,16 @@ processed after its deadline never counts as ``cloud``). A frame whose predicted
 longer fits before its deadline is answered ``timeout`` at once instead of occupying the device.
 The loop's longest stall (time between two turns) is logged at the end and written to
 ``<out_path>.loop.json`` for diagnosis.
+
+Paced execution (``device_profile``: a testbed.devices profile name): the host computes the real
+tensors, then holds each result until the emulated device would have finished it. The device is
+one accelerator with a virtual timeline: a request starts at max(arrival, the device's previous
+finish) and its device part (head up to the split plus the exit heads it evaluated) takes the
+profile's time for those parts, drawn with the profile's run-to-run spread (seeded per device).
+The result is released (answered locally or sent to the cloud) at that instant; the loop keeps
+handling replies meanwhile. A release more than 1 ms after the profiled finish (the host's own
+compute took longer, or the loop woke late) is recorded as ``pace_late`` with ``pace_late_ms``;
+latencies are always those of the real release.
 """
 
 from __future__ import annotations
@@ -37,13 +47,24 @@ import torch
 from testbed.runtime.energy import EnergyModel
 from testbed.runtime.estimator import NetworkEstimator
 from testbed.runtime.execution import build_profile, run_head, timed_mean_ms
-from testbed.runtime.records import new_record
+from testbed.runtime.records import PACE_LATE_MS, new_record
 from testbed.strategies import Context, get_strategy
 
 log = logging.getLogger("testbed.runtime.device")
 SEND_MARGIN_S = 0.005  # kept back from the deadline to turn a timeout into a fallback answer
 MAX_POLL_S = 0.05  # longest single wait of the loop
 PROBE_MIN_BYTES = 2048
+POLL_SLACK_S = 0.0015  # the transport's poll rounds its wait up to whole ms: sleep the last part instead
+
+
+@dataclass
+class HeldResult:
+    """A device result computed by the host, held until the emulated device finishes it."""
+
+    release_at: float  # monotonic: the profiled finish (start + profiled duration)
+    start: float  # monotonic: when the emulated device started this request
+    record: dict
+    release: Any  # callable run at the release instant (answer locally or send to the cloud)
 
 
 @dataclass
@@ -68,7 +89,7 @@ class DeviceAgent:
 
         self.cfg = config
         self.device = config["device"]
-        self.t0 = float(config["t0"])
+        self.t0 = float(config.get("t0", 0.0))  # trace time 0 (monotonic); set from go.json at the start
         self.deadline_s = float(config["deadline_s"])
         self.strategy = get_strategy(config["strategy"], config.get("strategy_params"))
         torch.set_num_threads(1)
@@ -83,11 +104,19 @@ class DeviceAgent:
                                seed=options.get("seed", 0))
         self.test = dataset.test
         self.session_model = config["session_model"]
+        self.hardware = self.server_hardware = None  # testbed.devices profiles (paced mode)
+        if config.get("device_profile"):
+            from testbed.devices import get_profile
+
+            self.hardware = get_profile(config["device_profile"])
+            if config.get("server_profile"):
+                self.server_hardware = get_profile(config["server_profile"])
+        self.costs: dict[str, dict] = {}  # model name -> the device profile's model_costs
         self.profiles = {}
         proxy_ms = config.get("proxy_ms", {})
         for i, (name, (model, card)) in enumerate(self.models.items()):
             sample = torch.from_numpy(dataset.test.x[:1])
-            measure_this = i == 0 or not (card.get("profiles") or {}).get("device")
+            measure_this = (i == 0 or not (card.get("profiles") or {}).get("device")) and self.hardware is None
             with torch.no_grad():
                 measured = timed_mean_ms(lambda m=model, s=sample: m(s), window_s=0.3) if measure_this else None
                 profile = build_profile(name, model, card, dataset.val.x, dataset.val.y, measured)
@@ -95,6 +124,8 @@ class DeviceAgent:
                 profile.extra["proxy_ms"] = proxy_ms[name]
             if i > 0 and name in proxy_ms:  # device-aware: only the reference model is measured here
                 profile.extra.pop("device_ms_measured", None)
+            if self.hardware is not None:
+                self.costs[name] = self.apply_hardware(profile, model, card, i == 0)
             self.profiles[name] = profile
         self.estimator = NetworkEstimator()
         first = self.profiles[next(iter(self.profiles))]
@@ -104,8 +135,13 @@ class DeviceAgent:
                 self.estimator.device_slowdown = first.extra["device_ms_measured"] / profiled
         self.context = Context(model=self.session_model, deadline_s=self.deadline_s, sla=config.get("sla") or {},
                                device=self.device, device_cpu=config.get("cpu"), fps=float(config.get("fps", 5)))
-        self.energy = EnergyModel.from_dict(config.get("energy"))
+        self.energy = EnergyModel.from_dict(config.get("energy"), self.hardware)
+        log.info("%s: energy model %s", self.device, self.energy.sources)
         self.rng = np.random.default_rng(config.get("seed", 0))
+        # Run-to-run spread of the paced device: its own stream, seeded per device (seed differs per device).
+        self.pace_rng = np.random.default_rng([int(config.get("seed", 0)), 0x9ACE])
+        self.device_free_at = 0.0  # monotonic: when the emulated device finishes its current work
+        self.held: HeldResult | None = None
         self.order = self.rng.permutation(len(self.test))
         self.out = open(config["out_path"], "w")  # noqa: SIM115 - closed in run()
         self.client = None
@@ -118,7 +154,28 @@ class DeviceAgent:
         self.n_records = 0
         self.resolved: set[int] = set()
         self.loop_stats = {"turns": 0, "max_gap_s": 0.0, "gaps_over_100ms": 0, "late_replies": 0,
-                           "hopeless_frames": 0, "agent_expired": 0}
+                           "hopeless_frames": 0, "agent_expired": 0, "paced": 0, "pace_late": 0, "host_slower_than_profile": 0,
+                           "workload_start_s": None}
+
+    def apply_hardware(self, profile, model, card: dict, reference: bool) -> dict:
+        """Give the strategies the device profile's times for ``model`` (and the server's, if any)."""
+        shape = tuple(card["dataset"]["input_shape"])
+        costs = self.hardware.model_costs(model, shape)
+        if profile.kind == "appeal":
+            profile.device_ms["edge"] = costs["full_ms"]
+        else:
+            profile.device_ms = {split: float(costs["head_ms"][split]) for split in profile.split_points}
+            profile.exit_head_ms = [float(ms) for ms in costs["exit_ms"]]
+        if self.server_hardware is not None and profile.kind != "appeal":
+            tail = self.server_hardware.model_costs(model, shape)["tail_ms"]
+            profile.cloud_ms = {split: float(tail[split]) for split in profile.split_points}
+        # What the strategies call measured device time is, for a paced device, the profile's.
+        profile.extra["device_ms_measured"] = costs["full_ms"]
+        if not reference:
+            profile.extra.pop("device_ms_measured")
+        profile.extra["proxy_ms"] = costs["full_ms"]  # device-aware: the variant's time on this hardware
+        profile.extra["hardware"] = self.hardware.name
+        return costs
 
     # -- records ---------------------------------------------------------------------------------
     def write(self, record: dict) -> None:
@@ -166,6 +223,7 @@ class DeviceAgent:
         deadline = arrival + self.deadline_s
         self.drain()
         now = time.monotonic()
+        start = max(arrival, self.device_free_at) if self.hardware is not None else now
         if now >= deadline - SEND_MARGIN_S:  # the device was busy past this frame's deadline
             record = self.base_record(request_id, arrival, label, None)
             self.finish(record, "timeout", arrival, 0.0)
@@ -175,7 +233,7 @@ class DeviceAgent:
         record = self.base_record(request_id, arrival, label, plan)
         model_name = plan.model or self.session_model
         model, card = self.models[model_name]
-        if now + self.predicted_head_s(model_name, plan) >= deadline - SEND_MARGIN_S:
+        if max(now, start) + self.predicted_head_s(model_name, plan) >= deadline - SEND_MARGIN_S:
             # Starting the head now would only finish past the deadline: answer now, keep the device free.
             self.loop_stats["hopeless_frames"] += 1
             record["split"] = record["codec"] = None
@@ -183,35 +241,86 @@ class DeviceAgent:
             return
         x = torch.from_numpy(image)
         t_c0 = time.monotonic()
+        profile = self.profiles[model_name]
         if plan.appeal_threshold is not None:
             with torch.no_grad():
                 logits, q = model.forward_with_appeal(x)
-            compute_s = time.monotonic() - t_c0
-            record["device_compute_s"] = compute_s
+            compute_s = self.device_time_s(model_name, time.monotonic() - t_c0)
             if float(q[0]) >= plan.appeal_threshold:
-                record["split"] = "edge"
-                self.finish(record, "device_exit", arrival, self.energy.request_energy(compute_s), 0, logits)
+                def answer():
+                    record["split"] = "edge"
+                    self.finish(record, "device_exit", arrival, self.energy.request_energy(compute_s), 0, logits)
+                self.release(record, start, compute_s, answer)
                 return
             features, fallback = x, (0, logits)
         else:
             evaluate = plan.exit_threshold is not None or plan.fallback
             head = run_head(model, card, x, plan.split, plan.exit_index, plan.exit_threshold, evaluate)
-            compute_s = time.monotonic() - t_c0
-            record["device_compute_s"] = compute_s
-            profile = self.profiles[model_name]
+            compute_s = self.device_time_s(model_name, time.monotonic() - t_c0, head)
             if head.answer_exit is not None:
                 if plan.exit_threshold is None and head.answer_exit == len(profile.exit_after) - 1:
                     self.estimator.on_device_compute(compute_s * 1e3, profile.device_ms[profile.last_split])
-                self.finish(record, "device_exit", arrival, self.energy.request_energy(compute_s),
-                            head.answer_exit, head.answer_logits.numpy())
+
+                def answer():
+                    self.finish(record, "device_exit", arrival, self.energy.request_energy(compute_s),
+                                head.answer_exit, head.answer_logits.numpy())
+                self.release(record, start, compute_s, answer)
                 return
             if plan.split != "input" and not evaluate:
                 self.estimator.on_device_compute(compute_s * 1e3, profile.device_ms[plan.split])
             features = head.features
             fallback = (head.best_exit[0], head.best_exit[1]) if (plan.fallback and head.best_exit) else None
-        remaining = deadline - time.monotonic() - SEND_MARGIN_S
         meta = {"model": plan.cloud_model or model_name, "split": plan.split if plan.appeal_threshold is None
                 else "input", "exit": plan.exit_index}
+        self.release(record, start, compute_s,
+                     lambda: self.offload(record, arrival, deadline, label, plan, compute_s, features, fallback, meta))
+
+    def device_time_s(self, model_name: str, host_s: float, head=None) -> float:
+        """The device part's time: the host's own compute time, or (paced) the profile's, with spread.
+
+        A paced head is charged for the blocks it ran and the exit heads it evaluated.
+        """
+        if self.hardware is None:
+            return host_s
+        costs = self.costs[model_name]
+        if head is None:
+            nominal = costs["full_ms"]
+        else:
+            model = self.models[model_name][0]
+            nominal = costs["head_ms"][model.split_points[head.blocks_run]] + sum(
+                costs["exit_ms"][e] for e in head.exits_run)
+        return self.hardware.sample_ms(nominal, self.pace_rng) / 1e3 if nominal > 0 else 0.0
+
+    def release(self, record: dict, start: float, compute_s: float, action) -> None:
+        """Run ``action`` now (CPU-share mode) or hold it until the paced device finishes (start + compute)."""
+        record["device_compute_s"] = compute_s
+        if self.hardware is None:
+            action()
+            return
+        self.device_free_at = start + compute_s
+        # Diagnosis of lateness: the host's own compute already ran past the profiled finish.
+        self.loop_stats["host_slower_than_profile"] += time.monotonic() > self.device_free_at + PACE_LATE_MS / 1e3
+        self.held = HeldResult(self.device_free_at, start, record, action)
+        self.release_due()
+
+    def release_due(self) -> None:
+        """Release the held result if its profiled finish has come (the loop waits for that instant)."""
+        held = self.held
+        if held is None or time.monotonic() < held.release_at:
+            return
+        self.held = None
+        now = time.monotonic()
+        late_ms = (now - held.release_at) * 1e3
+        held.record["device_compute_s"] = now - held.start  # what the device part really took, lateness included
+        held.record["pace_late_ms"] = round(late_ms, 3)
+        held.record["pace_late"] = late_ms > PACE_LATE_MS
+        self.loop_stats["paced"] += 1
+        self.loop_stats["pace_late"] += late_ms > PACE_LATE_MS
+        held.release()
+
+    def offload(self, record, arrival, deadline, label, plan, compute_s, features, fallback, meta) -> None:
+        """Send the head's output to the cloud (at the instant the device part finished)."""
+        remaining = deadline - time.monotonic() - SEND_MARGIN_S
         if remaining <= 0:
             self.give_up(record, arrival, compute_s, fallback, "timeout")
             return
@@ -223,7 +332,7 @@ class DeviceAgent:
             self.give_up(record, arrival, compute_s, fallback, "failed")
             return
         self.last_network_activity = time.monotonic()
-        self.in_flight[seq] = InFlight(request_id, arrival, deadline, label, plan, compute_s, fallback,
+        self.in_flight[seq] = InFlight(record["request_id"], arrival, deadline, label, plan, compute_s, fallback,
                                        time.monotonic(), extra={"record": record},
                                        bytes_up=int(features.numel() * features.element_size()))
 
@@ -278,7 +387,9 @@ class DeviceAgent:
         record["bytes_up"], record["bytes_down"] = result.bytes_up, result.bytes_down
         record["encode_s"], record["decode_s"] = result.encode_s, result.decode_s
         info = result.info or {}
-        record["cloud_queue_s"], record["cloud_compute_s"] = info.get("queue_s"), info.get("compute_s")
+        # A paced cloud (server profile) reports its profiled compute apart from the transport's handler time
+        cloud_compute_s = info.get("profiled_compute_s", info.get("compute_s"))
+        record["cloud_queue_s"], record["cloud_compute_s"] = info.get("queue_s"), cloud_compute_s
         if result.ok and now > flight.deadline:
             # Arrived, but only handled after the deadline: the link delivered (tell the estimator),
             # the request itself is resolved as at its deadline.
@@ -294,9 +405,9 @@ class DeviceAgent:
             rtt = 2 * downlink if downlink is not None else None  # see the probes
             profile = self.profiles.get(flight.plan.cloud_model or flight.plan.model or self.session_model)
             ratio = None
-            if profile is not None and profile.kind != "appeal" and info.get("compute_s"):
+            if profile is not None and profile.kind != "appeal" and cloud_compute_s:
                 profiled = profile.cloud_ms.get(record["split"] or "input", 0.0)
-                ratio = info["compute_s"] * 1e3 / profiled if profiled > 0 else None
+                ratio = cloud_compute_s * 1e3 / profiled if profiled > 0 else None
             self.estimator.on_success(now, result.bytes_up, result.bytes_down, uplink, downlink, rtt,
                                       info.get("queue_s"), ratio)
             energy = self.energy.request_energy(flight.compute_s, result.bytes_up, result.bytes_down, transfer,
@@ -389,15 +500,20 @@ class DeviceAgent:
         self.client = Client(self.cfg["endpoint"])
         try:
             self.warm_up()
+            if self.cfg.get("load_delay_s"):  # an emulated slow loader (SessionConfig.device_load_delay_s)
+                time.sleep(float(self.cfg["load_delay_s"]))
             if self.cfg.get("ready_path"):
                 Path(self.cfg["ready_path"]).write_text(json.dumps({"device": self.device}))
             go = Path(self.cfg["go_path"]) if self.cfg.get("go_path") else None
             while go is not None and not go.exists():
                 time.sleep(0.01)
-            t_start = float(json.loads(go.read_text())["t_start"]) if go else time.monotonic()
+            start = json.loads(go.read_text()) if go else {"t_start": time.monotonic()}
+            t_start = float(start["t_start"])
+            self.t0 = float(start.get("t0", self.cfg.get("t0", t_start)))  # trace time 0
             self.calibrate(deadline=t_start - 0.1)
             while time.monotonic() < t_start:
-                time.sleep(0.005)
+                time.sleep(0.0005 if t_start - time.monotonic() < 0.01 else 0.005)
+            self.loop_stats["workload_start_s"] = time.monotonic() - self.t0
             self.workload(t_start)
         finally:
             self.out.close()
@@ -411,7 +527,15 @@ class DeviceAgent:
         return 0
 
     def calibrate(self, deadline: float) -> None:
-        """SPINN's SF at the start, now that the agent runs under the host's CPU limit."""
+        """SPINN's SF at the start, now that the agent runs under the host's CPU limit.
+
+        A paced device computes at its profile's speed by construction: SF starts at 1 and follows
+        the paced times (the profile's spread) from then on.
+        """
+        if self.hardware is not None:
+            self.estimator.device_slowdown = 1.0
+            self.strategy.setup(self.profiles, self.context, self.current_estimates(time.monotonic()))
+            return
         name = next(iter(self.models))
         model, _ = self.models[name]
         profile = self.profiles[name]
@@ -434,6 +558,7 @@ class DeviceAgent:
         next_id = 0
         last_turn = time.monotonic()
         while True:
+            self.release_due()
             now = time.monotonic()
             gap = now - last_turn
             last_turn = now
@@ -441,8 +566,9 @@ class DeviceAgent:
             self.loop_stats["max_gap_s"] = max(self.loop_stats["max_gap_s"], gap)
             self.loop_stats["gaps_over_100ms"] += gap > 0.1
             self.expire(now)
+            device_busy = self.held is not None  # a paced device runs one request at a time
             if closed:
-                busy = any(not f.is_probe for f in self.in_flight.values())
+                busy = device_busy or any(not f.is_probe for f in self.in_flight.values())
                 if now >= t_start and now < t_end and not busy:
                     self.process(next_id, max(now, t_start))
                     next_id += 1
@@ -451,13 +577,13 @@ class DeviceAgent:
                 next_due = now + 0.02
             else:
                 due = t_start + next_id / fps
-                if next_id < total and now >= due:
+                if next_id < total and now >= due and not device_busy:
                     self.process(next_id, due)
                     next_id += 1
                     continue
                 generating = next_id < total
                 next_due = due if generating else now + 0.02
-            pending = any(not f.is_probe for f in self.in_flight.values())
+            pending = device_busy or any(not f.is_probe for f in self.in_flight.values())
             if not generating and not pending:
                 break
             self.maybe_probe(now)
@@ -466,7 +592,16 @@ class DeviceAgent:
             deadlines = [f.deadline - SEND_MARGIN_S / 2 for f in self.in_flight.values() if not f.is_probe]
             if deadlines:
                 wake = min(wake, min(deadlines))
-            for result in self.client.poll(timeout=max(0.0, min(wake - time.monotonic(), MAX_POLL_S))):
+            if self.held is not None:
+                wake = min(wake, self.held.release_at)
+            wait = wake - time.monotonic()
+            if self.held is not None and wake == self.held.release_at and wait < POLL_SLACK_S:
+                # The release is close: sleep to it exactly (the poll's whole-ms wait would overshoot).
+                time.sleep(max(0.0, wait))
+                continue
+            if self.held is not None and wake == self.held.release_at:
+                wait -= POLL_SLACK_S
+            for result in self.client.poll(timeout=max(0.0, min(wait, MAX_POLL_S))):
                 self.on_result(result)
 
 

@@ -7,11 +7,16 @@ the paper: verify before quoting them as the paper's. Energy of a transfer is th
 ``α_u·Mbit_up + α_d·Mbit_down + β·active_s``. Tail: after each transfer the radio stays in the
 high-power tail for ``tail_s``; the tail energy since the previous transfer (cut short by this one)
 and a promotion when the radio had gone idle are charged to the request that causes them.
+
+Paced devices (a ``testbed.devices`` profile): compute energy is the profile's ``compute_w`` times
+the profiled compute time of the request, and the radio defaults to the profile's radio; every
+number keeps its source (``EnergyModel.sources``: a citation or "assumed").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 # name -> (alpha_up mW/Mbps, alpha_down mW/Mbps, beta mW, promotion mW, promotion s, tail mW, tail s)
 RADIO_PROFILES = {
@@ -27,12 +32,29 @@ class EnergyModel:
 
     radio: str = "lte"
     compute_power_w: float = 2.0
+    sources: dict = field(default_factory=dict)  # parameter -> where its value comes from
     _last_transfer_end: float | None = None
 
     @classmethod
-    def from_dict(cls, spec: dict | None) -> EnergyModel:
+    def from_dict(cls, spec: dict | None, hardware: Any = None) -> EnergyModel:
+        """Settings from ``spec`` (experiment ``energy:``), else the device profile's, else the defaults."""
         spec = dict(spec or {})
-        model = cls(radio=spec.get("radio", "lte"), compute_power_w=float(spec.get("compute_power_w", 2.0)))
+        profile_energy = dict(getattr(hardware, "energy", None) or {})
+        compute = profile_energy.get("compute_w")
+        sources = {"compute_power_w": "default 2.0 W (assumed)", "radio": "default lte"}
+        power = 2.0
+        if "compute_power_w" in spec:
+            power, sources["compute_power_w"] = float(spec["compute_power_w"]), "experiment energy.compute_power_w"
+        elif compute is not None:
+            power = float(compute["value"] if isinstance(compute, dict) else compute)
+            origin = compute.get("source", "assumed") if isinstance(compute, dict) else "assumed"
+            sources["compute_power_w"] = f"profile {hardware.name}: {origin}"
+        radio = spec.get("radio")
+        if radio is not None:
+            sources["radio"] = "experiment energy.radio"
+        elif profile_energy.get("radio"):
+            radio, sources["radio"] = profile_energy["radio"], f"profile {hardware.name}"
+        model = cls(radio=radio or "lte", compute_power_w=power, sources=sources)
         if model.radio not in RADIO_PROFILES:
             from testbed.errors import ConfigError
 

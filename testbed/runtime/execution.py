@@ -19,6 +19,8 @@ class HeadResult:
     answer_logits: torch.Tensor | None
     best_exit: tuple[int, torch.Tensor, float] | None  # (index, logits, confidence) of the deepest exit run
     appeal_q: float | None = None
+    blocks_run: int = 0  # blocks computed (position of the last split reached; 0 = only the input)
+    exits_run: tuple[int, ...] = ()  # exit heads evaluated, in order (what a paced device is charged for)
 
 
 def temperatures(card: dict) -> list[float]:
@@ -47,20 +49,25 @@ def run_head(model, card: dict, x: torch.Tensor, split: str, exit_index: int | N
     for info in model.exits:
         by_position.setdefault(model.split_index(info.after), []).append(info)
     best = None
+    exits_run: list[int] = []
+    position = 0
     for position in range(1, min(stop, answer_pos) + 1):
         x = model.blocks[position - 1](x)
         for info in by_position.get(position, []):
             if info.index == answer and position == answer_pos:
                 logits = model.exit_heads[info.index](x)
-                return HeadResult(None, answer, logits, (info.index, logits, confidence(logits, temps[info.index])))
+                exits_run.append(info.index)
+                return HeadResult(None, answer, logits, (info.index, logits, confidence(logits, temps[info.index])),
+                                  blocks_run=position, exits_run=tuple(exits_run))
             if not evaluate_exits or info.index > answer:
                 continue
             logits = model.exit_heads[info.index](x)
+            exits_run.append(info.index)
             conf = confidence(logits, temps[info.index])
             best = (info.index, logits, conf)
             if exit_threshold is not None and conf >= exit_threshold:
-                return HeadResult(None, info.index, logits, best)
-    return HeadResult(x, None, None, best)
+                return HeadResult(None, info.index, logits, best, blocks_run=position, exits_run=tuple(exits_run))
+    return HeadResult(x, None, None, best, blocks_run=position, exits_run=tuple(exits_run))
 
 
 @torch.no_grad()

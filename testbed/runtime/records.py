@@ -6,8 +6,12 @@ RECORD_KEYS = (
     "request_id", "device", "strategy", "t_arrival", "t_finish", "deadline_s", "latency_s", "outcome",
     "exit_index", "split", "codec", "bytes_up", "bytes_down", "device_compute_s", "encode_s", "decode_s",
     "transfer_s", "cloud_queue_s", "cloud_compute_s", "prediction", "label", "correct", "est_bw_mbps",
-    "est_rtt_ms", "energy_j",
+    "est_rtt_ms", "energy_j", "pace_late", "pace_late_ms",
 )
+# pace_late / pace_late_ms (paced devices, testbed.devices profiles; None in CPU-share mode): how long
+# after the profiled finish the device part was really released (its latency includes it), and
+# whether that was more than PACE_LATE_MS (the host could not keep pace with the profile).
+PACE_LATE_MS = 1.0
 OUTCOMES = ("device_exit", "cloud", "fallback_exit", "timeout", "failed")
 
 

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import ConfigError, TestbedError
+from testbed.runtime.launcher import launcher_for
 
 log = logging.getLogger("testbed.runtime.session")
 CLOUD_PORT = 5555
 READY_TIMEOUT_S = 120.0
-START_LEAD_S = 1.0  # agreed start this long after every agent is ready
+START_LEAD_S = 1.0  # agreed start (trace time 0) this long after every process is ready
+CPU_MODE = "cpu"
 
 
 @dataclass
@@ -44,20 +46,33 @@ class SessionConfig:
     workload: str = "open"  # or "closed"
     energy: dict = field(default_factory=dict)  # {"radio": "lte"|"wifi"|"3g", "compute_power_w": 2.0}
     model_cache_dir: str | None = None  # None: testbed.models default cache
-    # Processes load (torch import, models, profiles) during this many seconds of emulated time;
-    # traces and faults are delayed by it, so trace time 0 is the workload's start (t0 + startup_s).
-    startup_s: float = 6.0
     # Dataset options for every model of the session (``DataConfig`` fields: size, channels, ...);
     # empty = the models' defaults (digits at 16x16, 1 channel). See docs in testbed/runtime/README.
     data_options: dict = field(default_factory=dict)
-    # CFS period (ms) for the device hosts' CPU quota: the share is enforced at this granularity, so a
-    # 0.25-core device runs an inference ~4x slower instead of at full speed then idle 75 ms. The
-    # kernel's smallest quota is 1 ms, so the period is lengthened to 1 ms / share where needed
-    # (0.2 core: 5 ms). None keeps the topology's 100 ms period.
+    # Hardware the device hosts compute like (testbed.devices profiles; paced execution, see
+    # testbed/runtime/README.md): None = each host's ``device: {profile: ...}`` in the topology
+    # (hosts without one use their CPU share); a name = every device; "cpu" = CPU-share mode for
+    # every device; a mapping {device host: name or "cpu"} per device.
+    device_profile: str | dict | None = None
+    # The cloud host's server profile (None: the topology's ``device: {profile: ...}`` of the cloud host).
+    server_profile: str | None = None
+    # Accelerators of the server profile (None: the profile's default): requests queue for them.
+    server_workers: int | None = None
+    # How device agents start: "process" = a python each; "fork" = forked from one process that
+    # imported torch once (shared memory, ~0.1 s start; testbed.runtime.launcher); "auto" = fork
+    # from launcher.FORK_FROM_DEVICES devices.
+    agent_launch: str = "auto"
+    # CPU-share mode. CFS period (ms) for the device hosts' CPU quota: the share is enforced at this
+    # granularity, so a 0.25-core device runs an inference ~4x slower instead of at full speed then
+    # idle 75 ms. The kernel's smallest quota is 1 ms, so the period is lengthened to 1 ms / share
+    # where needed (0.2 core: 5 ms). None keeps the topology's 100 ms period.
     device_cpu_period_ms: float | None = 2.0
-    # Per-device CPU shares (cores) overriding the topology's, e.g. {"device1": 0.5, "device2": 0.2}
-    # for a fleet of unequal devices from one ``count:`` host entry.
+    # CPU-share mode. Per-device CPU shares (cores) overriding the topology's, e.g. {"device1": 0.5,
+    # "device2": 0.2} for a fleet of unequal devices from one ``count:`` host entry.
     device_cpu: dict = field(default_factory=dict)
+    # Extra seconds a device agent waits before it reports ready, emulating a slow loader (a real
+    # board reading models from an SD card). The trace clock waits for it like for any start-up.
+    device_load_delay_s: float | dict = 0.0
 
 
 @dataclass
@@ -92,46 +107,52 @@ def _proxy_latencies(names: list[str], input_shape) -> dict[str, float]:
     return {r["name"]: r["latency_ms"]["unlimited"] for r in rows}
 
 
-def _delay_trace(trace, seconds: float):
-    """``trace`` preceded by ``seconds`` of its first rates (the start-up period)."""
+def resolve_profiles(cfg: SessionConfig, topology, devices: list[str], cloud: str) -> tuple[dict, str | None]:
+    """({device host: profile name or None for CPU-share mode}, the cloud's server profile or None)."""
+    from testbed.emulation.topology import check_profile
+
+    spec = cfg.device_profile
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - set(devices))
+        if unknown:
+            raise ConfigError("device_profile", f"unknown device hosts {unknown}; device hosts: {', '.join(devices)}")
+    elif spec is not None and not isinstance(spec, str):
+        raise ConfigError("device_profile", f"must be a profile name, {CPU_MODE!r} or a mapping "
+                          f"{{device host: profile}}, got {spec!r}")
+    chosen = {}
+    for name in devices:
+        choice = spec.get(name, topology.hosts[name].profile) if isinstance(spec, dict) else \
+            (topology.hosts[name].profile if spec is None else spec)
+        where = f"device_profile.{name}" if isinstance(spec, dict) else "device_profile"
+        chosen[name] = None if choice in (None, CPU_MODE) else check_profile(choice, where)
+    server = cfg.server_profile or topology.hosts[cloud].profile
+    if server is not None:
+        server = check_profile(server, "server_profile")
+    return chosen, server
+
+
+def _replay_lag_ms(replay_csv: Path) -> float | None:
+    """Applied minus scheduled time of the first trace change after t = 0 (the clock's start error)."""
+    if not replay_csv.exists():
+        return None
+    for line in replay_csv.read_text().splitlines()[1:]:
+        scheduled, applied = (float(x) for x in line.split(",")[:2])
+        if scheduled > 0:
+            return (applied - scheduled) * 1e3
+    return None
+
+
+def pacing_summary(records: list[dict]) -> dict | None:
+    """Paced requests: fraction released > 1 ms after the profiled finish, release error p50/p99."""
     import numpy as np
 
-    from testbed.traces import Trace
-
-    if seconds <= 0:
-        return trace
-
-    def shifted(column):
-        return None if column is None else np.concatenate(([column[0]], column))
-
-    meta = {**trace.meta, "derived": f"{trace.meta.get('derived', '')}; delayed {seconds:g} s for start-up".strip("; ")}
-    return Trace(np.concatenate(([0.0], trace.times + seconds)), shifted(trace.down_mbps), shifted(trace.up_mbps),
-                 trace.duration + seconds, shifted(trace.rtt_ms), shifted(trace.loss), meta)
-
-
-def _delayed_inputs(cfg: SessionConfig) -> tuple[dict, list]:
-    from testbed.emulation.emulation import resolve_path
-    from testbed.emulation.topology import load_topology
-    from testbed.traces import Trace, load_trace
-
-    base = resolve_path(cfg.topology)
-    traces = {}
-    for link, spec in (cfg.traces or {}).items():
-        trace = spec if isinstance(spec, Trace) else load_trace(str(resolve_path(spec, base.parent)))
-        traces[link] = _delay_trace(trace, cfg.startup_s)
-    topology = load_topology(base, params=cfg.params)
-    for name, link in topology.links.items():  # traces named in the topology file are delayed too
-        spec = link.direction("up").trace or link.direction("down").trace
-        if name not in traces and spec is not None:
-            traces[name] = _delay_trace(load_trace(str(resolve_path(spec, base.parent))), cfg.startup_s)
-    faults = []
-    for fault in cfg.faults or []:
-        fault = dict(fault)
-        for key in ("start", "end"):
-            if isinstance(fault.get(key), (int, float)) and not isinstance(fault.get(key), bool):
-                fault[key] = fault[key] + cfg.startup_s
-        faults.append(fault)
-    return traces, faults
+    errors = [r["pace_late_ms"] for r in records if r.get("pace_late_ms") is not None]
+    if not errors:
+        return None
+    late = sum(bool(r.get("pace_late")) for r in records if r.get("pace_late_ms") is not None)
+    return {"paced_requests": len(errors), "late_requests": late, "late_fraction": late / len(errors),
+            "p50_error_ms": float(np.percentile(errors, 50)), "p99_error_ms": float(np.percentile(errors, 99)),
+            "max_error_ms": float(max(errors))}
 
 
 def _set_cpu(tasks_path: str, cores: float, period_ms: float | None) -> None:
@@ -197,8 +218,15 @@ def _wait_for(paths: list[Path], procs: dict[str, Any], timeout: float, what: st
 
 
 def run_session(cfg: SessionConfig) -> SessionResult:
-    """Run one session; see the module docstring."""
+    """Run one session; see the module docstring.
+
+    The network is built with every trace's first step held; the trace and fault clock starts
+    (trace time 0) at the same instant as the workload, once every process is ready, so request k
+    of every strategy meets the same trace step however long the processes took to load.
+    """
     from testbed.emulation import Emulation
+    from testbed.emulation.emulation import resolve_path
+    from testbed.emulation.topology import load_topology
     from testbed.strategies import get_strategy
 
     wall0 = time.monotonic()
@@ -209,12 +237,23 @@ def run_session(cfg: SessionConfig) -> SessionResult:
             raise ConfigError(key, f"must be a number > {low:g}, got {value!r}")
     if cfg.workload not in ("open", "closed"):
         raise ConfigError("workload", f"must be 'open' or 'closed', got {cfg.workload!r}")
+    topology = load_topology(resolve_path(cfg.topology), params=cfg.params)
+    cloud_names = topology.hosts_with_role("cloud")
+    if not cloud_names:
+        raise ConfigError("topology", f"{cfg.topology} has no host with role 'cloud'")
+    cloud_name = cloud_names[0]
+    devices = cfg.devices or topology.hosts_with_role("device")
+    unknown = [d for d in devices if d not in topology.hosts]
+    if unknown:
+        raise ConfigError("devices", f"unknown hosts {unknown}; device hosts: "
+                          f"{', '.join(topology.hosts_with_role('device'))}")
+    profiles, server_profile = resolve_profiles(cfg, topology, devices, cloud_name)
     wanted = strategy.models(cfg.model)
     epochs = {v: strategy.p["variant_epochs"] for v in wanted["device"]} if "variant_epochs" in strategy.p else {}
     device_models = _checkpoints(wanted["device"], cfg.data, cfg.model_cache_dir, epochs, cfg.data_options)
     cloud_models = _checkpoints(wanted["cloud"], cfg.data, cfg.model_cache_dir, epochs, cfg.data_options)
     proxy_ms = {}
-    if cfg.strategy == "device-aware":
+    if cfg.strategy == "device-aware" and not all(profiles.values()):
         from testbed.models import read_card
 
         shape = read_card(next(iter(device_models.values())))["dataset"]["input_shape"]
@@ -227,32 +266,30 @@ def run_session(cfg: SessionConfig) -> SessionResult:
     python = sys.executable
     procs: dict[str, Any] = {}
     logs = []
-    traces, faults = _delayed_inputs(cfg)
-    with Emulation.from_yaml(cfg.topology, traces=traces, faults=faults, log_dir=out, params=cfg.params) as emu:
-        cloud_hosts = emu.hosts("cloud")
-        if not cloud_hosts:
-            raise ConfigError("topology", f"{cfg.topology} has no host with role 'cloud'")
-        cloud_name = cloud_hosts[0]
+    launcher = None  # the agents' fork-server, for fleets (testbed.runtime.launcher)
+    trace_window: dict[str, Any] = {}
+    with Emulation(topology, traces=dict(cfg.traces or {}), faults=list(cfg.faults or []), log_dir=out,
+                   hold_clock=True) as emu:
+        built = time.monotonic()
         cloud = emu.host(cloud_name)
-        devices = cfg.devices or emu.hosts("device")
-        unknown = [d for d in devices if d not in emu.topology.hosts]
-        if unknown:
-            raise ConfigError("devices", f"unknown hosts {unknown}; device hosts: {', '.join(emu.hosts('device'))}")
         cpu_limits = {}
-        cpu_of = {name: float(cfg.device_cpu.get(name, emu.topology.hosts[name].cpu or 0) or 0) or None
-                   for name in devices}
+        # CPU-share mode only: a device with a profile is paced instead and runs unlimited.
+        cpu_of = {name: (float(cfg.device_cpu.get(name, emu.topology.hosts[name].cpu or 0) or 0) or None)
+                  if profiles[name] is None else None for name in devices}
         for name in devices:
             tasks = getattr(emu.host(name), "cgroup_tasks", None)
             if tasks and cpu_of[name] and (cfg.device_cpu_period_ms or name in cfg.device_cpu):
                 _set_cpu(tasks, cpu_of[name], cfg.device_cpu_period_ms)
                 cpu_limits[name] = _read_cpu(tasks)
-            elif name in cfg.device_cpu and not tasks:
+            elif name in cfg.device_cpu and not tasks and profiles[name] is None:
                 raise ConfigError("device_cpu", f"host {name} has no CPU cgroup to change (give it a cpu share "
                                   "in the topology)")
         try:
             cloud_cfg = {"endpoint": f"tcp://*:{CLOUD_PORT}", "models": cloud_models,
-                         "cpu_share": emu.topology.hosts[cloud_name].cpu, "stats_path": str(out / "cloud_stats.json"),
-                         "ready_path": str(out / "cloud.ready")}
+                         "cpu_share": emu.topology.hosts[cloud_name].cpu, "profile": server_profile,
+                         "workers": cfg.server_workers or emu.topology.hosts[cloud_name].workers,
+                         "seed": cfg.seed,
+                         "stats_path": str(out / "cloud_stats.json"), "ready_path": str(out / "cloud.ready")}
             (out / "cloud.json").write_text(json.dumps(cloud_cfg, indent=2))
             log_file = open(out / "cloud.log", "w")  # noqa: SIM115
             logs.append(log_file)
@@ -260,22 +297,31 @@ def run_session(cfg: SessionConfig) -> SessionResult:
                 procs["cloud"] = cloud.popen([python, "-m", "testbed.runtime.cloud", "--config", str(out / "cloud.json")],
                                              stdout=log_file, stderr=log_file)
             ready = [out / "cloud.ready"] if cloud_models else []
+            load_delay = cfg.device_load_delay_s
+            launcher = launcher_for(cfg.agent_launch, len(devices), out / "launcher.log")
             for index, name in enumerate(devices):
                 session = {
-                    "device": name, "endpoint": f"tcp://{cloud.IP()}:{CLOUD_PORT}", "t0": emu.t0,
+                    "device": name, "endpoint": f"tcp://{cloud.IP()}:{CLOUD_PORT}",
                     "models": device_models, "session_model": cfg.model, "data": cfg.data,
                     "strategy": cfg.strategy, "strategy_params": cfg.strategy_params, "fps": cfg.fps,
                     "duration_s": cfg.duration_s, "deadline_s": cfg.deadline_s, "sla": cfg.sla,
                     "seed": cfg.seed + index, "workload": cfg.workload, "energy": cfg.energy,
-                    "cpu": cpu_of[name], "proxy_ms": proxy_ms,
+                    "cpu": cpu_of[name], "proxy_ms": proxy_ms, "device_profile": profiles[name],
+                    "server_profile": server_profile,
+                    "load_delay_s": float(load_delay.get(name, 0.0) if isinstance(load_delay, dict) else load_delay),
                     "out_path": str(out / f"records-{name}.jsonl"), "ready_path": str(out / f"{name}.ready"),
                     "go_path": str(out / "go.json")}
                 (out / f"session-{name}.json").write_text(json.dumps(session, indent=2))
                 log_file = open(out / f"device-{name}.log", "w")  # noqa: SIM115
                 logs.append(log_file)
-                # Start-up (imports, model loading) runs outside the host's CPU limit; the agent
-                # joins the host's cgroup once ready, before the workload starts.
+                # Start-up (imports, model loading) runs outside the host's CPU limit; in CPU-share
+                # mode the agent joins the host's cgroup once ready, before the workload starts.
                 host = emu.host(name)
+                if launcher is not None:
+                    procs[name] = launcher.spawn("testbed.runtime.device", ["--config", out / f"session-{name}.json"],
+                                                 netns_pid=host.pid, log_path=out / f"device-{name}.log", name=name)
+                    ready.append(out / f"{name}.ready")
+                    continue
                 launch = super(type(host), host).popen if getattr(host, "cgroup_tasks", None) else host.popen
                 procs[name] = launch(
                     [python, "-m", "testbed.runtime.device", "--config", str(out / f"session-{name}.json")],
@@ -284,14 +330,12 @@ def run_session(cfg: SessionConfig) -> SessionResult:
             _wait_for(ready, procs, READY_TIMEOUT_S, "all processes to be ready")
             for name in devices:
                 tasks = getattr(emu.host(name), "cgroup_tasks", None)
-                if tasks:
+                if tasks and profiles[name] is None:
                     Path(tasks).write_text(str(procs[name].pid))
-            t_start = max(time.monotonic() + START_LEAD_S, emu.t0 + cfg.startup_s)
-            if time.monotonic() + START_LEAD_S > emu.t0 + cfg.startup_s:
-                log.warning("start-up took longer than startup_s=%g s: the workload starts %.1f s late in the "
-                            "trace", cfg.startup_s, time.monotonic() + START_LEAD_S - emu.t0 - cfg.startup_s)
-            (out / "go.json").write_text(json.dumps({"t_start": t_start, "t_start_rel": t_start - emu.t0,
-                                                    "trace_offset_s": cfg.startup_s}))
+            t_start = time.monotonic() + START_LEAD_S
+            emu.start_clock(t_start)  # trace time 0 = the workload's start, for every strategy alike
+            trace_window = {"t0_monotonic": t_start, "startup_s": t_start - built}
+            (out / "go.json").write_text(json.dumps({"t_start": t_start, "t0": t_start}))
             end = t_start + cfg.duration_s + cfg.deadline_s + 30.0
             for name in devices:
                 proc = procs[name]
@@ -313,6 +357,8 @@ def run_session(cfg: SessionConfig) -> SessionResult:
             for proc in procs.values():
                 if proc.poll() is None:
                     proc.kill()
+            if launcher is not None:
+                launcher.close()
             for f in logs:
                 f.close()
     records_path = out / "records.jsonl"
@@ -332,9 +378,26 @@ def run_session(cfg: SessionConfig) -> SessionResult:
     cloud_stats = json.loads(stats_path.read_text()) if stats_path.exists() else None
     cloud_compute = cloud_stats["compute_s"] if cloud_stats else 0.0
     summary = summarise(by_device, cfg.duration_s, cloud_stats)
+    summary["device_profile"] = profiles
+    summary["server_profile"] = server_profile
     summary["device_cpu"] = cpu_of
     summary["device_cpu_period_ms"] = cfg.device_cpu_period_ms
     summary["device_cpu_limit"] = cpu_limits
+    starts = {}
+    for name in devices:
+        loop_path = out / f"records-{name}.jsonl.loop.json"
+        if loop_path.exists():
+            starts[name] = json.loads(loop_path.read_text()).get("workload_start_s")
+    trace_window["workload_start_offset_ms"] = {k: None if v is None else v * 1e3 for k, v in starts.items()}
+    trace_window["replay_first_change_lag_ms"] = _replay_lag_ms(out / "replay.csv")
+    summary["trace_window"] = trace_window
+    pacing = pacing_summary([r for rows in by_device.values() for r in rows])
+    summary["pacing"] = pacing
+    if pacing and pacing["late_requests"]:
+        log.warning("%s: %d of %d paced requests (%.1f %%) were released late (> 1 ms after the profiled finish; "
+                    "p99 error %.1f ms): the host could not keep pace with the profile; their records say "
+                    "pace_late and their latency is what really happened", out.name, pacing["late_requests"],
+                    pacing["paced_requests"], 100 * pacing["late_fraction"], pacing["p99_error_ms"])
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return SessionResult(out_dir=str(out), records_path=str(records_path), n_requests=n,
                          cloud_compute_s=cloud_compute, wall_s=time.monotonic() - wall0, summary=summary)
