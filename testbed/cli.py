@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "testbed.traces.cli",  # traces import|show|stats|plot
     "testbed.transport.cli",  # serve, keys
     "testbed.models.cli",  # models train|profile|card
+    "testbed.devices.cli",  # devices list|show|predict
     "testbed.experiment_cli",  # run, report, reproduce, quickstart
 ]
 

@@ -218,12 +218,8 @@ class DeviceProfile:
 
 
 def list_profiles() -> dict[str, str]:
-    """Profile name -> one-line label (with [unconfirmed]/[simulated] flags and 'server' for servers)."""
-    out = {}
-    for name in catalog.device_names():
-        info = catalog.entry(name)
-        out[name] = info["label"] if info["kind"] == "device" else f"{info['label']} — server"
-    return out
+    """Profile name -> one-line label (with [unconfirmed]/[simulated] flags; servers say '(server)')."""
+    return {name: catalog.entry(name)["label"] for name in catalog.device_names()}
 
 
 def get_profile(name: str, workers: int | None = None) -> DeviceProfile:
