@@ -464,7 +464,8 @@ def checkpoint_dir(name: str, data: DataConfig, train: TrainConfig, model_kwargs
                    cache_dir: str | Path | None = None) -> Path:
     """Cache location of a configuration: ``<cache>/<name>-<data>-<config hash[:16]>``."""
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    key = f"{name}-{data.name}".replace("/", "_").replace(":", "_")  # user references are paths
+    # User references are paths (../nets.py:build): no separators, no leading dot (a hidden folder).
+    key = f"{name}-{data.name}".replace("/", "_").replace(":", "_").lstrip(".")
     return cache / f"{key}-{config_hash(name, model_kwargs or {}, data, train)[:16]}"
 
 
