@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     except AssertionError as exc:
         print(f"FAILURE: {exc}", flush=True)
         status = 1
+    except Exception as exc:  # a bug of the harness or generator, not a finding about the server
+        print(f"HARNESS ERROR: {type(exc).__name__}: {exc}", flush=True)
+        status = 2
     finally:
         harness.close()
     report = harness.report

@@ -227,6 +227,7 @@ def cases(draw: Any) -> Case:
             head = head[:position]
     frames = [MAGIC, head, *chunks]
     for op, position, size in frame_ops:
+        frames = frames or [b""]
         index = position % len(frames)
         if op == "drop":
             del frames[index]

@@ -218,7 +218,8 @@ class Server:
         """Serve in a background thread; returns once bound (``bound_endpoint`` is set)."""
         self._thread = threading.Thread(target=self.serve_forever, name="transport-server", daemon=True)
         self._thread.start()
-        self._ready.wait(10)
+        if not self._ready.wait(120):  # warm-up imports torch: seconds on a loaded machine
+            raise TimeoutError(f"server on {self.endpoint} not ready after 120 s")
         if self._startup_error is not None:
             raise self._startup_error
         return self
