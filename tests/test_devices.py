@@ -190,3 +190,27 @@ def test_shipped_validation_figures_are_what_a_refit_gives():
     assert figures["mape_pct"] < 15 and figures["spearman"] > 0.85
     profile = get_profile("raspberry_pi4")
     assert np.allclose(profile.coefficients, coef, rtol=1e-6, atol=0)
+
+
+def test_listing_profiles_does_not_import_torch():
+    """Topology validation and ``testbed --help`` list profiles; that must stay light."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from testbed.devices import list_profiles, get_profile; "
+            "assert len(list_profiles()) == 18; get_profile('pixel3'); assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_lists_profiles_and_predicts(capsys):
+    from testbed.cli import main
+
+    assert main(["devices", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "raspberry_pi4" in out and "[simulated]" in out and "4.08%" in out
+    assert main(["devices", "predict", "--model", "resnet20-ee", "--input", "1x28x28",
+                 "--profiles", "raspberry_pi4,gtx1080ti", "--splits"]) == 0
+    out = capsys.readouterr().out
+    costs = get_profile("raspberry_pi4").model_costs(build_model("resnet20-ee", in_channels=1, input_size=28),
+                                                    (1, 28, 28))
+    assert f"{costs['full_ms']:.2f}" in out and "s2b0" in out

@@ -16,6 +16,7 @@ import numpy as np
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 LATENCY_CSV = DATA_DIR / "nasbench201-latency-ms.csv"
+FITTED_JSON = DATA_DIR / "fitted.json"  # per-device cost models, built by ``python -m testbed.devices.fit``
 
 
 @dataclass(eq=False)

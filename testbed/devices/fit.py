@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from testbed.devices.data_table import DATA_DIR, latency_table
+from testbed.devices.data_table import DATA_DIR, FITTED_JSON, latency_table
 from testbed.devices.features import FEATURES
 
 FEATURES_CSV = DATA_DIR / "nb201-features.csv"
-FITTED_JSON = DATA_DIR / "fitted.json"
 FIT_INPUT_SHAPE = (3, 32, 32)
 HOLDOUT_FRACTION = 0.2
 SPLIT_SEED = 0

@@ -22,7 +22,7 @@ INPUT = "input"
 
 @functools.cache
 def fitted() -> dict:
-    from testbed.devices.fit import FITTED_JSON
+    from testbed.devices.data_table import FITTED_JSON
 
     try:
         return json.loads(FITTED_JSON.read_text())
