@@ -90,7 +90,7 @@ def session_settings(exp: Experiment, cell: Cell, strategy: StrategySpec, repeat
         extra["energy"] = dict(cfg["energy"])
     if cfg.get("data_options"):
         extra["data_options"] = dict(cfg["data_options"])
-    for key in ("device_profile", "server_profile"):  # hardware the hosts compute like (testbed.devices)
+    for key in ("device_profile", "server_profile", "server_workers"):  # hardware the hosts compute like
         if cfg.get(key) is not None:
             extra[key] = cfg[key]
     return {
