@@ -335,7 +335,9 @@ def run_session(cfg: SessionConfig) -> SessionResult:
             t_start = time.monotonic() + START_LEAD_S
             emu.start_clock(t_start)  # trace time 0 = the workload's start, for every strategy alike
             trace_window = {"t0_monotonic": t_start, "startup_s": t_start - built}
-            (out / "go.json").write_text(json.dumps({"t_start": t_start, "t0": t_start}))
+            # Written whole, then renamed: agents poll for the file and must never read it half-written.
+            (out / "go.json.tmp").write_text(json.dumps({"t_start": t_start, "t0": t_start}))
+            (out / "go.json.tmp").replace(out / "go.json")
             end = t_start + cfg.duration_s + cfg.deadline_s + 30.0
             for name in devices:
                 proc = procs[name]
