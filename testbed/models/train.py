@@ -332,6 +332,11 @@ def build_card(model, name: str, model_kwargs: dict, dataset: Dataset, training:
         "training": {**training, "host": host_description()},
         "exits": evaluate_exits(model, dataset),
     }
+    from testbed.user_code import fingerprint, is_user_ref
+
+    user_refs = [ref for ref in (name, data.name) if is_user_ref(ref)]
+    if user_refs:  # rebuilt from card["model"] + model_kwargs; this says which source that was
+        card["user_code"] = {ref: {"sha256": fingerprint(ref)} for ref in user_refs}
     if hasattr(model, "split_points"):
         costs = block_costs(model, dataset.input_shape)
         card["split_points"] = list(model.split_points)
@@ -506,8 +511,9 @@ def load_or_train(name: str, data: DataConfig | str = "digits", cache_dir: str |
     data = DataConfig(name=data) if isinstance(data, str) else data
     train = train or TrainConfig()
     directory = checkpoint_dir(name, data, train, model_kwargs, cache_dir)
-    shipped = shipped_checkpoint(directory.name)
-    if (directory / "model.pt").is_file() and (directory / "card.json").is_file():
+    cached = (directory / "model.pt").is_file() and (directory / "card.json").is_file()
+    shipped = None if cached else shipped_checkpoint(directory.name)
+    if cached:
         log.info("model %s: using cached %s", name, directory)
         model, card = load_checkpoint(directory)
     elif shipped is not None:
