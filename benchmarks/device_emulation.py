@@ -1,0 +1,244 @@
+"""Device emulation at fleet scale: paced devices of mixed profiles, 1 to 64 of them on this host.
+
+For each fleet size, runs ``topologies/fleet.yaml`` with N devices (profiles cycled over
+raspberry_pi4, pixel3, jetson_nano), every device at ``--fps`` requests/s (device-only by default:
+every request is a paced local inference), and prints side by side:
+
+* release error |emulated - profiled| per request (the record's ``pace_late_ms``: how long after
+  the profiled finish the host really released the result), p50 / p99 / max;
+* the fraction of late requests (``pace_late``: released > 1 ms after the profiled finish) and of
+  requests never paced (timeouts: the emulated device was busy past their deadline);
+* host CPU during the workload: the run's own processes (agents, cloud, zygote) in cores, and the
+  whole machine's busy cores (other users' load included, which makes the figures pessimistic);
+* memory: peak sum of PSS and of RSS over the run's processes (PSS counts pages shared
+  copy-on-write once; RSS sums count them in every process), and PSS per device agent (its share
+  of the pages it shares with the zygote and its siblings included).
+
+    sudo .venv/bin/python benchmarks/device_emulation.py [--fleets 1,8,32,64] [--duration 20]
+    sudo .venv/bin/python benchmarks/device_emulation.py --fleets 8 --launch process,fork   # memory
+
+Targets on the 2-core host: p99 error <= 2 ms and <= 1 % late up to 32 devices; 64 devices run and
+report what they could not pace. The table goes to stdout and ``--out``/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from testbed.runtime.launcher import memory_kb  # noqa: E402
+
+PROFILES = ("raspberry_pi4", "pixel3", "jetson_nano")
+os.environ.setdefault("TESTBED_LOCK_WAIT", "1800")  # queue behind other emulations on this machine
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process below ``root`` (agents, cloud, zygote and its forks, host shells)."""
+    parent_of = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parent_of[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], {root}
+    while frontier:
+        children = [pid for pid, ppid in parent_of.items() if ppid in frontier]
+        found += children
+        frontier = set(children)
+    return found
+
+
+def is_agent(pid: int) -> bool:
+    """A device agent: started as its own process, or forked by the launcher's zygote (not the zygote)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        parent_cmdline = Path(f"/proc/{parent}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
+    return b"testbed.runtime.device" in cmdline or (b"testbed.runtime.launcher" in cmdline
+                                                      and b"testbed.runtime.launcher" in parent_cmdline)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def machine_busy_s() -> float:
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / TICKS
+
+
+class Sampler(threading.Thread):
+    """Samples the run's processes every ``interval`` s: memory peaks, CPU over the workload window."""
+
+    def __init__(self, out_dir: Path, duration_s: float, interval: float = 0.5):
+        super().__init__(daemon=True, name="sampler")
+        self.out_dir, self.duration_s, self.interval = out_dir, duration_s, interval
+        self.stop = threading.Event()
+        self.peak_pss_kb = self.peak_rss_kb = 0
+        self.peak_processes = 0
+        self.peak_agents_pss_kb = self.peak_agents = 0
+        self.cpu_by_pid: dict[int, float] = {}  # latest cumulative CPU seconds per process
+        self.window: dict[str, float] = {}
+
+    def snapshot_cpu(self) -> float:
+        return sum(self.cpu_by_pid.values())
+
+    def run(self) -> None:
+        me = os.getpid()
+        go = self.out_dir / "go.json"
+        t_start = t_end = None
+        self.samples = 0
+        while not self.stop.is_set():
+            pids = descendants(me)
+            pss = rss = agents_pss = agents = 0
+            for pid in pids:
+                mem = memory_kb(pid)
+                pss += mem.get("Pss", 0)
+                rss += mem.get("Rss", 0)
+                if is_agent(pid):
+                    agents_pss += mem.get("Pss", 0)
+                    agents += 1
+                cpu = cpu_seconds(pid)
+                if cpu is not None:
+                    self.cpu_by_pid[pid] = cpu
+            self.samples += 1
+            if pss > self.peak_pss_kb:
+                self.peak_pss_kb, self.peak_processes = pss, len(pids)
+            if agents_pss > self.peak_agents_pss_kb:
+                self.peak_agents_pss_kb, self.peak_agents = agents_pss, agents
+            self.peak_rss_kb = max(self.peak_rss_kb, rss)
+            now = time.monotonic()
+            if t_start is None and go.exists():
+                t_start = float(json.loads(go.read_text())["t_start"])  # written whole (renamed into place)
+                t_end = t_start + self.duration_s
+            if t_start is not None and "cpu0" not in self.window and now >= t_start:
+                self.window.update(cpu0=self.snapshot_cpu(), busy0=machine_busy_s(), t0=now)
+            if t_end is not None and "cpu1" not in self.window and now >= t_end:
+                self.window.update(cpu1=self.snapshot_cpu(), busy1=machine_busy_s(), t1=now)
+            # wake at the next interval, or exactly at the workload's start or end if sooner
+            wake = now + self.interval
+            for edge in (t_start, t_end):
+                if edge is not None and now < edge < wake:
+                    wake = edge
+            self.stop.wait(max(0.0, wake - time.monotonic()))
+
+    def cpu_cores(self) -> tuple[float | None, float | None]:
+        w = self.window
+        if "cpu1" not in w or w["t1"] - w["t0"] < 0.5 * self.duration_s:  # window not seen: no figure
+            return None, None
+        span = w["t1"] - w["t0"]
+        return (w["cpu1"] - w["cpu0"]) / span, (w["busy1"] - w["busy0"]) / span
+
+
+def run_fleet(n: int, launch: str, args, out_root: Path) -> dict:
+    from testbed.runtime import SessionConfig, run_session
+
+    out = out_root / f"n{n}-{launch}"
+    profiles = {f"device{i}": PROFILES[(i - 1) % len(PROFILES)] for i in range(1, n + 1)}
+    cfg = SessionConfig(topology=str(REPO / "topologies" / "fleet.yaml"), params={"n_devices": n},
+                        model=args.model, data_options={"size": args.size, "channels": 1}, strategy=args.strategy,
+                        fps=args.fps, duration_s=args.duration, deadline_s=args.deadline, out_dir=str(out),
+                        model_cache_dir=args.cache, device_profile=profiles, seed=args.seed,
+                        agent_launch=launch)
+    sampler = Sampler(out, args.duration)
+    sampler.start()
+    wall0 = time.monotonic()
+    try:
+        result = run_session(cfg)
+    finally:
+        sampler.stop.set()
+        sampler.join()
+    records = [json.loads(line) for line in open(result.records_path)]
+    paced = [r for r in records if r.get("pace_late_ms") is not None]
+    errors = np.array([r["pace_late_ms"] for r in paced]) if paced else np.array([np.nan])
+    own_cores, machine_cores = sampler.cpu_cores()
+    return {"devices": n, "launch": launch, "requests": len(records), "paced": len(paced),
+            "unpaced": len(records) - len(paced),
+            "timeouts": sum(r["outcome"] == "timeout" for r in records),
+            "p50_error_ms": float(np.percentile(errors, 50)), "p99_error_ms": float(np.percentile(errors, 99)),
+            "max_error_ms": float(np.max(errors)),
+            "late_fraction": sum(bool(r.get("pace_late")) for r in paced) / len(paced) if paced else None,
+            "run_cpu_cores": own_cores, "machine_busy_cores": machine_cores,
+            "peak_pss_mb": sampler.peak_pss_kb / 1024, "peak_rss_sum_mb": sampler.peak_rss_kb / 1024,
+            "agent_pss_mb": sampler.peak_agents_pss_kb / 1024 / max(1, sampler.peak_agents),
+            "agents_seen": sampler.peak_agents, "processes_at_peak": sampler.peak_processes,
+            "session_wall_s": time.monotonic() - wall0, "out_dir": str(out)}
+
+
+def fmt(value, spec: str) -> str:
+    return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else format(value, spec)
+
+
+def print_table(rows: list[dict]) -> None:
+    columns = [("devices", "devices", "d"), ("launch", "launch", "s"), ("requests", "requests", "d"),
+               ("p50 err ms", "p50_error_ms", ".3f"), ("p99 err ms", "p99_error_ms", ".3f"),
+               ("max err ms", "max_error_ms", ".1f"), ("late %", "late_fraction", ".2%"),
+               ("unpaced", "unpaced", "d"), ("run CPU cores", "run_cpu_cores", ".2f"),
+               ("machine busy cores", "machine_busy_cores", ".2f"), ("peak PSS MB", "peak_pss_mb", ".0f"),
+               ("PSS/agent MB", "agent_pss_mb", ".0f"), ("peak RSS sum MB", "peak_rss_sum_mb", ".0f")]
+    print("  ".join(f"{title:>{max(len(title), 8)}s}" for title, _, _ in columns))
+    for row in rows:
+        cells = []
+        for title, key, spec in columns:
+            value = row[key]
+            text = str(value) if spec == "s" else fmt(value, spec)
+            cells.append(f"{text:>{max(len(title), 8)}s}")
+        print("  ".join(cells))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fleets", default="1,8,32,64", help="fleet sizes, comma-separated")
+    parser.add_argument("--launch", default="auto", help="agent launch modes to compare: auto, fork, process")
+    parser.add_argument("--fps", type=float, default=5.0)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--deadline", type=float, default=1.0)
+    parser.add_argument("--strategy", default="device-only")
+    parser.add_argument("--model", default="resnet-ee-w2.0-d3")
+    parser.add_argument("--size", type=int, default=32, help="digits upsampled to SIZE x SIZE (1 channel)")
+    parser.add_argument("--cache", default=str(REPO / "results" / "benchmarks" / "models" / "cache"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(REPO / "results" / "benchmarks" / "device_emulation"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    import torch
+
+    torch.set_num_threads(1)
+    out_root = Path(args.out)
+    out_root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in [int(x) for x in args.fleets.split(",")]:
+        for launch in args.launch.split(","):
+            print(f"fleet of {n} ({launch}) ...", flush=True)
+            rows.append(run_fleet(n, launch, args, out_root))
+            print_table(rows[-1:])
+    print(f"\n{args.strategy}, {args.model} ({args.size}x{args.size} digits), {args.fps:g} requests/s per device, "
+          f"{args.duration:g} s, profiles cycled {', '.join(PROFILES)}; host: {os.cpu_count()} CPUs")
+    print_table(rows)
+    (out_root / "results.json").write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
