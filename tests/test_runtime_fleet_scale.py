@@ -20,9 +20,7 @@ from testbed.runtime.launcher import AgentLauncher, launcher_for, memory_kb
 
 pytestmark = [pytest.mark.root]
 
-MODEL = "resnet-ee-w2.0-d3"
-DATA = {"size": 32, "channels": 1}
-CACHE = "results/benchmarks/models/cache"
+MODEL = "resnet20-ee"  # shipped, on 16x16 digits: nothing to train
 
 
 def test_unknown_launch_mode_is_refused():
@@ -96,9 +94,9 @@ def test_fleet_of_forked_agents_shares_memory(tmp_path, clean_machine):
     from testbed.runtime import SessionConfig, run_session, validate_record
 
     n = 8
-    cfg = SessionConfig(topology="topologies/fleet.yaml", params={"n_devices": n}, model=MODEL, data_options=DATA,
-                        strategy="cloud-only", fps=5.0, duration_s=3.0, deadline_s=1.0, out_dir=str(tmp_path / "s"),
-                        model_cache_dir=CACHE, agent_launch="fork", device_profile="cpu")
+    cfg = SessionConfig(topology="topologies/fleet.yaml", params={"n_devices": n}, model=MODEL, strategy="cloud-only",
+                        fps=5.0, duration_s=3.0, deadline_s=1.0, out_dir=str(tmp_path / "s"), agent_launch="fork",
+                        device_profile="cpu")
     sampler = AgentMemory()
     sampler.start()
     t0 = time.monotonic()
