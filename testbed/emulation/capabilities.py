@@ -55,9 +55,9 @@ class Capabilities:
         ]
 
 
-def _run(cmd: list[str]) -> bool:
+def _run(cmd: list[str], timeout: float = 10) -> bool:
     try:
-        return subprocess.run(cmd, capture_output=True, timeout=10).returncode == 0
+        return subprocess.run(cmd, capture_output=True, timeout=timeout).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -112,9 +112,9 @@ def _ovs_bridge_works() -> bool:
     if not shutil.which("ovs-vsctl") or not _run(["ovs-vsctl", "--timeout=2", "show"]):
         return False
     try:
-        return _run(["ovs-vsctl", "--timeout=5", "add-br", PROBE_OVS_BRIDGE])
+        return _run(["ovs-vsctl", "--timeout=30", "add-br", PROBE_OVS_BRIDGE], timeout=40)
     finally:
-        _run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-br", PROBE_OVS_BRIDGE])
+        _run(["ovs-vsctl", "--timeout=30", "--if-exists", "del-br", PROBE_OVS_BRIDGE], timeout=40)
 
 
 def _iptables_statistic_loads() -> bool:

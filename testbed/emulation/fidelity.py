@@ -266,3 +266,23 @@ def rtt_fidelity(up: list[Step], down: list[Step], sent_s: np.ndarray, rtts_ms: 
         starts.append(k * granularity)
         errors.append(float(np.median(error[steps == k])))
     return RttFidelity(np.array(starts), np.array(errors), int(len(sent_s)), baseline_ms)
+
+
+def with_calibration(trace, seconds: float = 1.5, rtt_ms: float = 2.0):
+    """``trace`` delayed by ``seconds`` of a fixed small RTT (its first rates): probes there measure what
+    the kernel adds by itself in this very run (netem timer wake-ups, late on an emulated CPU)."""
+    from testbed.traces import Trace
+
+    cat = np.concatenate
+    return Trace(cat(([0.0], trace.times + seconds)), cat((trace.down_mbps[:1], trace.down_mbps)),
+                 cat((trace.up_mbps[:1], trace.up_mbps)), trace.duration + seconds,
+                 rtt_ms=cat(([rtt_ms], trace.rtt_ms)), meta=dict(trace.meta))
+
+
+def calibration_baseline(up: list[Step], down: list[Step], sent_s: np.ndarray, rtts_ms: np.ndarray,
+                         start: float = 0.3, end: float = 1.4) -> float:
+    """Median of measured - expected RTT over the probes sent in the calibration window (ms)."""
+    keep = (sent_s >= start) & (sent_s < end)
+    if keep.sum() < 10:
+        raise RuntimeError(f"only {int(keep.sum())} probes in the calibration window {start}-{end} s")
+    return float(np.median(rtts_ms[keep] - expected_rtts_ms(up, down, sent_s[keep])))
