@@ -303,8 +303,7 @@ class Server:
                 job = self._jobs.get_nowait()
             except queue.Empty:
                 break
-            if job is not None:
-                self._routes.pop(job.key, None)
+            if job is not None:  # _reply_error takes the route: popping it here first meant no reply at all
                 self._reply_error(router, job.key, job.header, "shutting_down", "server is stopping")
         for _ in workers:
             self._jobs.put(None)
