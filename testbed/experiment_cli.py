@@ -208,7 +208,7 @@ def quickstart(args) -> int:
     from testbed.experiment import run_experiment
 
     t0 = time.monotonic()
-    print(f"quickstart: running {args.experiment} (trains the default model on first use) ...")
+    print(f"quickstart: running {args.experiment} (shipped checkpoints; other models train on first use) ...")
     run_dir = run_experiment(args.experiment, out=args.out)
     rep = _print_report(run_dir)
     print(f"\nquickstart: {len(rep.units)} sessions in {time.monotonic() - t0:.0f} s wall; results in {run_dir}")
