@@ -211,8 +211,24 @@ def quickstart(args) -> int:
     print(f"quickstart: running {args.experiment} (shipped checkpoints; other models train on first use) ...")
     run_dir = run_experiment(args.experiment, out=args.out)
     rep = _print_report(run_dir)
+    _print_pacing(run_dir)
     print(f"\nquickstart: {len(rep.units)} sessions in {time.monotonic() - t0:.0f} s wall; results in {run_dir}")
     return 0
+
+
+def _print_pacing(run_dir) -> None:
+    """Which hardware each session emulated and how many results this host released late."""
+    import json
+
+    for path in sorted(Path(run_dir).glob("cells/*/*/r*/summary.json")):
+        summary = json.loads(path.read_text())
+        devices = ", ".join(sorted({p or "CPU share" for p in (summary.get("device_profile") or {}).values()}))
+        pacing = summary.get("pacing")
+        late = (f"{pacing['late_requests']}/{pacing['paced_requests']} released > 1 ms late "
+                f"(p99 {pacing['p99_error_ms']:.1f} ms): the host could not keep pace" if pacing and
+                pacing["late_requests"] else "every result released on time" if pacing else "not paced")
+        print(f"  {path.parent.parent.name:14s} device: {devices or '-'}; server: "
+              f"{summary.get('server_profile') or 'host CPU'}; {late}")
 
 
 def _replay_demo(args) -> int:
