@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import textwrap
@@ -120,8 +121,8 @@ def test_logits_of_the_wrong_width(tmp_path):
 
 def test_plain_sequential_is_split_between_children_with_one_exit():
     model = build_model(SMALL_CNN, **DIGITS_KWARGS)
-    assert model.split_points == ["input", *(f"layer{i}" for i in range(8))]
-    assert model.num_exits == 1 and model.exits[0].after == "layer7"
+    assert model.split_points == ["input", *(f"layer{i}" for i in range(10))]
+    assert model.num_exits == 1 and model.exits[0].after == "layer9"
     x = torch.randn(2, 1, 16, 16)
     model.eval()
     with torch.no_grad():
@@ -140,6 +141,8 @@ def test_checkpoint_rebuilds_from_the_reference_and_code_changes_change_the_cach
     data, train = DataConfig(name=SHAPES), TrainConfig(epochs=1, threads=1)
     model, card = train_and_card(ref, data, train, out_dir=tmp_path / "ckpt")
     assert card["model"] == ref and card["model_kwargs"] == {"num_classes": 3, "in_channels": 1, "input_size": 16}
+    assert card["user_code"] == {ref: {"sha256": hashlib.sha256(source.encode()).hexdigest()},
+                                 SHAPES: {"sha256": hashlib.sha256(Path(SHAPES[:-5]).read_bytes()).hexdigest()}}
     rebuilt, _ = load_checkpoint(tmp_path / "ckpt")
     x = torch.from_numpy(load_dataset(SHAPES).test.x[:4])
     model.eval()
@@ -151,7 +154,7 @@ def test_checkpoint_rebuilds_from_the_reference_and_code_changes_change_the_cach
     from testbed import user_code
 
     user_code._MODULE_OF.pop(ref)
-    path.write_text(source.replace("nn.Conv2d(8, 16", "nn.Conv2d(8, 24").replace("Linear(16", "Linear(24"))
+    path.write_text(source.replace("nn.MaxPool2d(2)", "nn.AvgPool2d(2)"))  # the user edits the model
     assert checkpoint_dir(ref, data, train, card["model_kwargs"], tmp_path) != before
 
 
@@ -296,3 +299,24 @@ def test_public_api_is_lazy_and_complete():
             "print(sorted(testbed.__all__) == sorted(set(testbed.__all__)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr
+
+
+def test_the_python_examples_in_docs_extending_run():
+    import re
+
+    from testbed import Strategy, check_model
+    from testbed.strategies import Context, ModelProfile
+
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "docs/extending.md").read_text(), flags=re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        namespace: dict = {}
+        exec(textwrap.dedent(block), namespace)  # noqa: S102 - the documentation's own examples
+        if "build" in namespace:
+            check_model(namespace["build"](10, 1), "docs/extending.md", (1, 16, 16), num_classes=10)
+        for value in list(namespace.values()):
+            if isinstance(value, type) and issubclass(value, Strategy) and value is not Strategy:
+                profile = ModelProfile("m", ["input", "a", "b"], {"input": 0, "a": 1, "b": 2},
+                                       {"input": 2, "a": 1, "b": 0}, {}, exit_after=["a", "b"])
+                plan = value({"threshold": 0.7}).plan(Estimates(), {"m": profile}, Context(model="m", deadline_s=0.5))
+                assert plan.split == "a" and plan.exit_threshold == 0.7

@@ -12,8 +12,9 @@ CLASS_NAMES = ["bar", "cross", "box"]
 
 def _shape(kind: int, size: int, rng: np.random.Generator) -> np.ndarray:
     image = np.zeros((size, size), dtype=np.float32)
-    lo, hi = sorted(rng.integers(1, size - 1, 2) + [0, 3])
-    hi = min(hi, size - 1)
+    length = int(rng.integers(size // 2, size - 2))  # shapes span half the image or more
+    lo = int(rng.integers(1, size - length))
+    hi = lo + length - 1
     at = int(rng.integers(2, size - 2))
     if kind == 0:  # a horizontal or vertical bar
         if rng.random() < 0.5:
@@ -33,7 +34,7 @@ def _shape(kind: int, size: int, rng: np.random.Generator) -> np.ndarray:
 def _split(n: int, size: int, channels: int, rng: np.random.Generator):
     y = rng.integers(0, len(CLASS_NAMES), n).astype(np.int64)
     x = np.stack([_shape(int(label), size, rng) for label in y])
-    x = x + rng.normal(0, 0.3, x.shape).astype(np.float32)  # noise makes some images hard
+    x = x + rng.normal(0, 0.25, x.shape).astype(np.float32)  # noise makes some images hard
     x = np.repeat(x[:, None], channels, axis=1)
     return ((x - 0.2) / 0.5).astype(np.float32), y
 
