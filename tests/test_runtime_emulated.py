@@ -146,3 +146,7 @@ def test_bad_strategy_and_parameter_are_config_errors(tmp_path):
         run_session(SessionConfig(strategy="nope", out_dir=str(tmp_path)))
     with pytest.raises(ConfigError, match="strategy_params.threshold"):
         run_session(SessionConfig(strategy="device-only", strategy_params={"threshold": 7}, out_dir=str(tmp_path)))
+    with pytest.raises(ConfigError, match="device_profile.*unknown device profile 'abacus'; known profiles: .*pixel3"):
+        run_session(SessionConfig(device_profile={"device": "abacus"}, out_dir=str(tmp_path)))
+    with pytest.raises(ConfigError, match="device_cpu.*CPU-share mode.*raspberry_pi4"):
+        run_session(SessionConfig(device_cpu={"device": 0.2}, out_dir=str(tmp_path)))

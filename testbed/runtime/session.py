@@ -248,6 +248,11 @@ def run_session(cfg: SessionConfig) -> SessionResult:
         raise ConfigError("devices", f"unknown hosts {unknown}; device hosts: "
                           f"{', '.join(topology.hosts_with_role('device'))}")
     profiles, server_profile = resolve_profiles(cfg, topology, devices, cloud_name)
+    paced_with_cpu = sorted(name for name in cfg.device_cpu if profiles.get(name))
+    if paced_with_cpu:
+        raise ConfigError("device_cpu", f"CPU shares apply in CPU-share mode, but {', '.join(paced_with_cpu)} "
+                          f"compute like a profile ({', '.join(profiles[n] for n in paced_with_cpu)}); set "
+                          "device_profile to 'cpu' (or {device: 'cpu'}) to use shares")
     wanted = strategy.models(cfg.model)
     epochs = {v: strategy.p["variant_epochs"] for v in wanted["device"]} if "variant_epochs" in strategy.p else {}
     device_models = _checkpoints(wanted["device"], cfg.data, cfg.model_cache_dir, epochs, cfg.data_options)
