@@ -11,8 +11,9 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+# openssh-server: cluster mode tests start their own sshd on loopback (no system sshd is enabled)
 # dataset-fashion-mnist: the default dataset of the quickstart and paper experiments (IDX files, offline)
-APT_PACKAGES="mininet iperf3 iproute2 iptables ethtool iputils-ping util-linux procps psmisc python3-venv python3-pip dataset-fashion-mnist"
+APT_PACKAGES="mininet iperf3 openssh-server iproute2 iptables ethtool iputils-ping util-linux procps psmisc python3-venv python3-pip dataset-fashion-mnist"
 missing=""
 for p in $APT_PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -13,6 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("cleanup", help="remove what killed runs left behind (only this testbed's objects)")
     p.add_argument("--force", action="store_true", help="also stop emulations that are still running")
+    p.add_argument("--cluster", metavar="CLUSTER.yaml", help="also clean every server of this cluster (over SSH)")
     p.set_defaults(func=cleanup_cmd)
 
     p = sub.add_parser("replay-demo", help="replay a real trace with an outage and measure a TCP flow over it")
@@ -61,7 +62,12 @@ def doctor(args) -> int:
 def cleanup_cmd(args) -> int:
     from testbed.emulation import cleanup
 
-    done = cleanup.cleanup(force=args.force)
+    if getattr(args, "cluster", None):
+        from testbed.emulation.cluster import cleanup_cluster, load_cluster
+
+        done = cleanup_cluster(load_cluster(args.cluster), force=args.force)
+    else:
+        done = cleanup.cleanup(force=args.force)
     for line in done:
         print(f"  {line}")
     print("testbed cleanup: " + ("nothing to clean" if not done else f"{len(done)} actions"))
