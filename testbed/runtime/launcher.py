@@ -123,6 +123,16 @@ def _child(request: dict) -> None:
             os._exit(code)
 
 
+def _warm_lazy_imports() -> None:
+    """Run once what agents import lazily at start-up: the device profiles' operation counter pulls in
+    sympy and torch's dispatch machinery (~100 MB per process if each agent imported them itself)."""
+    import torch
+
+    from testbed.devices.features import op_features
+
+    op_features(torch.nn.Conv2d(1, 1, 1), torch.zeros(1, 1, 2, 2))
+
+
 def _serve() -> int:
     """Zygote loop: JSON lines in (spawn requests), JSON lines out (spawned pids, exit codes)."""
     _die_with_parent()
@@ -143,6 +153,10 @@ def _serve() -> int:
     import torch
 
     torch.set_num_threads(1)  # before any fork: children never start an intra-op pool of their own
+    try:
+        _warm_lazy_imports()
+    except Exception as exc:  # noqa: BLE001 - an optimisation: the agent imports what it needs anyway
+        print(f"launcher: warm-up skipped: {exc}", file=sys.stderr)
     gc.collect()
     gc.freeze()
 
