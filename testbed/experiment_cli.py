@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--report", action="store_true", help="write the report when the run finishes")
     p.add_argument("--check", action="store_true", help="only validate the experiment file and list its cells")
+    p.add_argument("--cluster", metavar="CLUSTER.yaml", help="place the hosts across the servers of this cluster "
+                   "(Mininet cluster mode over SSH; docs/cluster.md)")
     p.set_defaults(func=run_cmd)
 
     p = sub.add_parser("report", help="metrics table, figures and report.md from a run's result files")
@@ -61,7 +63,7 @@ def run_cmd(args) -> int:
         return 0
     try:
         run_dir = run_experiment(args.experiment, out=args.out, resume=args.resume, progress=not args.no_progress,
-                                 fail_fast=args.fail_fast)
+                                 fail_fast=args.fail_fast, **({"cluster": args.cluster} if args.cluster else {}))
     except KeyboardInterrupt:
         print("testbed run: interrupted; completed sessions kept, run marked partial "
               "(continue with: testbed run --resume RUN_DIR)")

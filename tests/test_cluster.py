@@ -171,3 +171,27 @@ def test_topology_without_remote_hosts_needs_no_ssh():
                            "links": {"l": {"ends": ["d", "c"], "bw_mbps": 5}}})
     c = parse_cluster({"servers": [{"name": "a", "host": "localhost"}, {"name": "b", "host": "127.0.0.1"}]})
     assert set(c.place(topo).values()) == {"a"}  # d sends on the shaped link: stays with the shaping
+
+
+@pytest.mark.root
+def test_fleet_session_split_across_two_servers(loopback_sshd, tmp_path):
+    """A fleet session with device2 on the 'remote' server: per-request records from both servers, the
+    remote agent started on its own clock's start, and the cluster's measurements in the summary."""
+    from testbed.runtime import SessionConfig, run_session
+
+    cfg = SessionConfig(topology="topologies/fleet.yaml", params={"n_devices": 2}, model="resnet20-ee",
+                        strategy="cloud-only", fps=5.0, duration_s=2.0, deadline_s=1.0, out_dir=str(tmp_path / "s"),
+                        device_profile="cpu", cluster=str(loopback_sshd))
+    result = run_session(cfg)
+    records = [json.loads(line) for line in open(result.records_path)]
+    by_device = {d: [r for r in records if r.get("device") == d] for d in ("device1", "device2")}
+    assert len(by_device["device1"]) == 10 and len(by_device["device2"]) == 10, {k: len(v) for k, v in by_device.items()}
+    # cloud-only: the remote device's requests crossed the tunnel and the shaped cell and were answered
+    assert sum(r["outcome"] == "cloud" for r in by_device["device2"]) >= 8, [r["outcome"] for r in by_device["device2"]]
+    info = result.summary["cluster"]
+    assert info["placement"]["device2"] == "loop" and info["crossing_links"] == ["radio2"]
+    go = json.loads((tmp_path / "s/go-loop.json").read_text())
+    assert abs(go["t_start"] - go["controller_t_start"] - go["offset_s"]) < 1e-9
+    assert info["tunnels"]["loop"]["iperf3"]["mbps"] > 1.0
+    assert "drift_ppm" in info["clock_offsets"]["loop"]
+    _nothing_left(loopback_sshd)

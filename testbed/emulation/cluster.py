@@ -339,6 +339,7 @@ class ClusterEmulation(Emulation):
         self.offsets_end: dict[str, clock.OffsetSample] = {}
         self.tunnels: dict[str, dict] = {}
         self.build_s: float | None = None
+        self.go_times: dict[str, float] = {}  # server -> workload start on its own monotonic clock
 
     @classmethod
     def from_yaml(cls, topology_path, cluster: ClusterConfig | str | Path | None = None, traces=None, faults=None,
@@ -620,12 +621,20 @@ class ClusterEmulation(Emulation):
                                                             "uncertainty_s": start.uncertainty_s}
         return out
 
+    def go_file(self, host: str) -> str:
+        """The start file a host's agent waits for: ``go.json`` here, ``go-<server>.json`` elsewhere."""
+        server = self.placement.get(host, self.cluster.controller.name)
+        return "go.json" if server == self.cluster.controller.name else f"go-{server}.json"
+
     def info(self) -> dict:
         return {"run_id": self.run_id, "cluster": self.cluster.source,
                 "servers": [{"name": s.name, "host": s.host, "user": s.user, "port": s.port}
                             for s in self.cluster.servers],
                 "placement": self.placement, "crossing_links": self.crossing_links,
-                "build_s": self.build_s, "clock_offsets": self.clock_report(), "tunnels": self.tunnels}
+                "build_s": self.build_s, "clock_offsets": self.clock_report(), "tunnels": self.tunnels,
+                "start_on_server_clock": self.go_times,
+                "note": "records' times are relative to trace time 0 on their host's own monotonic clock; "
+                        "remote hosts got trace time 0 converted with the start offset (uncertainty_s)"}
 
     def _write_cluster_log(self) -> None:
         if self.log_dir:
@@ -650,6 +659,21 @@ class ClusterEmulation(Emulation):
             super().stop()
             if self.control_dir:
                 shutil.rmtree(self.control_dir, ignore_errors=True)
+
+
+def write_go_files(emu: ClusterEmulation, out: Path, t_start: float) -> dict[str, float]:
+    """``go-<server>.json`` for each remote server: the workload start ``t_start`` (our monotonic clock)
+    on that server's monotonic clock, by the offset measured at start (+- its uncertainty)."""
+    shifted = {}
+    for s in emu.remote_servers:
+        off = emu.offsets_start[s.name].offset_s
+        shifted[s.name] = t_start + off
+        tmp = Path(out) / f"go-{s.name}.json.tmp"
+        tmp.write_text(json.dumps({"t_start": t_start + off, "t0": t_start + off, "controller_t_start": t_start,
+                                   "offset_s": off, "uncertainty_s": emu.offsets_start[s.name].uncertainty_s}))
+        tmp.replace(Path(out) / f"go-{s.name}.json")
+    emu.go_times = shifted
+    return shifted
 
 
 # --------------------------------------------------------------------------- cleanup

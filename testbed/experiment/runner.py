@@ -114,13 +114,14 @@ def session_settings(exp: Experiment, cell: Cell, strategy: StrategySpec, repeat
 SessionFn = Callable[[dict, dict, Path], Any]
 
 
-def runtime_session(settings: dict, traces: dict, out_dir: Path):
-    """Run one session with ``testbed.runtime`` (imported lazily: torch, zmq, mininet)."""
+def runtime_session(settings: dict, traces: dict, out_dir: Path, cluster: str | None = None):
+    """Run one session with ``testbed.runtime`` (imported lazily: torch, zmq, mininet); ``cluster``: a
+    cluster.yaml placing the hosts across servers (testbed.emulation.cluster)."""
     try:
         from testbed.runtime import SessionConfig, run_session
     except ImportError as exc:
         raise TestbedError(f"the device/cloud runtime (testbed.runtime) is not available: {exc}") from exc
-    cfg = SessionConfig(traces=traces, out_dir=str(out_dir), **settings)
+    cfg = SessionConfig(traces=traces, out_dir=str(out_dir), **settings, **({"cluster": cluster} if cluster else {}))
     return run_session(cfg)
 
 
@@ -192,9 +193,22 @@ def open_run(experiment: str | Path | None = None, out: str | Path = "results",
 
 def run_experiment(experiment: str | Path | None = None, out: str | Path = "results",
                    resume: str | Path | None = None, session: SessionFn | None = None,
-                   progress: bool = True, fail_fast: bool = False) -> Path:
-    """Run (or resume) an experiment; returns the run folder. Raises KeyboardInterrupt after marking partial."""
+                   progress: bool = True, fail_fast: bool = False, cluster: str | Path | None = None) -> Path:
+    """Run (or resume) an experiment; returns the run folder. Raises KeyboardInterrupt after marking partial.
+
+    ``cluster``: a cluster.yaml; every session's hosts are placed across its servers (docs/cluster.md)."""
+    if cluster is not None:
+        from testbed.emulation.cluster import load_cluster
+
+        cl = load_cluster(cluster)  # errors before anything runs
+        cluster = str(Path(cluster).resolve())
     exp, run_dir, manifest = open_run(experiment, out, resume)
+    if cluster is not None:
+        manifest["cluster"] = {"file": cluster, "servers": [{"name": s.name, "host": s.host, "port": s.port}
+                                                           for s in cl.servers], "placement": cl.placement}
+        if session is None:
+            def session(settings, traces, path):
+                return runtime_session(settings, traces, path, cluster=cluster)
     session = session or runtime_session
     units = exp.units()
     todo = [u for u in units if not is_done(unit_dir(run_dir, *u))]

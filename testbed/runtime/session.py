@@ -67,6 +67,9 @@ class SessionConfig:
     # idle 75 ms. The kernel's smallest quota is 1 ms, so the period is lengthened to 1 ms / share
     # where needed (0.2 core: 5 ms). None keeps the topology's 100 ms period.
     device_cpu_period_ms: float | None = 2.0
+    # Cluster mode (testbed.emulation.cluster, docs/cluster.md): a cluster.yaml placing the hosts across
+    # servers; None = this machine only.
+    cluster: str | None = None
     # CPU-share mode. Per-device CPU shares (cores) overriding the topology's, e.g. {"device1": 0.5,
     # "device2": 0.2} for a fleet of unequal devices from one ``count:`` host entry.
     device_cpu: dict = field(default_factory=dict)
@@ -217,6 +220,17 @@ def _wait_for(paths: list[Path], procs: dict[str, Any], timeout: float, what: st
         time.sleep(0.05)
 
 
+def _cluster_emulation(cfg: SessionConfig, topology, out: Path):
+    from testbed.emulation.cluster import ClusterEmulation, load_cluster
+
+    return ClusterEmulation(topology, load_cluster(cfg.cluster), traces=dict(cfg.traces or {}),
+                            faults=list(cfg.faults or []), log_dir=out, hold_clock=True)
+
+
+def _go_file(emu, host: str) -> str:
+    return emu.go_file(host) if hasattr(emu, "go_file") else "go.json"  # cluster: one per server (its clock)
+
+
 def run_session(cfg: SessionConfig) -> SessionResult:
     """Run one session; see the module docstring.
 
@@ -273,8 +287,9 @@ def run_session(cfg: SessionConfig) -> SessionResult:
     logs = []
     launcher = None  # the agents' fork-server, for fleets (testbed.runtime.launcher)
     trace_window: dict[str, Any] = {}
-    with Emulation(topology, traces=dict(cfg.traces or {}), faults=list(cfg.faults or []), log_dir=out,
-                   hold_clock=True) as emu:
+    emulation = Emulation(topology, traces=dict(cfg.traces or {}), faults=list(cfg.faults or []), log_dir=out,
+                          hold_clock=True) if not cfg.cluster else _cluster_emulation(cfg, topology, out)
+    with emulation as emu:
         built = time.monotonic()
         cloud = emu.host(cloud_name)
         cpu_limits = {}
@@ -315,14 +330,14 @@ def run_session(cfg: SessionConfig) -> SessionResult:
                     "server_profile": server_profile,
                     "load_delay_s": float(load_delay.get(name, 0.0) if isinstance(load_delay, dict) else load_delay),
                     "out_path": str(out / f"records-{name}.jsonl"), "ready_path": str(out / f"{name}.ready"),
-                    "go_path": str(out / "go.json")}
+                    "go_path": str(out / _go_file(emu, name))}
                 (out / f"session-{name}.json").write_text(json.dumps(session, indent=2))
                 log_file = open(out / f"device-{name}.log", "w")  # noqa: SIM115
                 logs.append(log_file)
                 # Start-up (imports, model loading) runs outside the host's CPU limit; in CPU-share
                 # mode the agent joins the host's cgroup once ready, before the workload starts.
                 host = emu.host(name)
-                if launcher is not None:
+                if launcher is not None and not getattr(host, "isRemote", False):  # remote: host.popen over ssh
                     procs[name] = launcher.spawn("testbed.runtime.device", ["--config", out / f"session-{name}.json"],
                                                  netns_pid=host.pid, log_path=out / f"device-{name}.log", name=name)
                     ready.append(out / f"{name}.ready")
@@ -343,6 +358,10 @@ def run_session(cfg: SessionConfig) -> SessionResult:
             # Written whole, then renamed: agents poll for the file and must never read it half-written.
             (out / "go.json.tmp").write_text(json.dumps({"t_start": t_start, "t0": t_start}))
             (out / "go.json.tmp").replace(out / "go.json")
+            if cfg.cluster:  # each server's agents get the start on their own monotonic clock
+                from testbed.emulation.cluster import write_go_files
+
+                write_go_files(emu, out, t_start)
             end = t_start + cfg.duration_s + cfg.deadline_s + 30.0
             for name in devices:
                 proc = procs[name]
@@ -354,6 +373,8 @@ def run_session(cfg: SessionConfig) -> SessionResult:
                 if proc.returncode != 0:
                     raise TestbedError(f"device agent {name} exited with {proc.returncode}; "
                                        f"see {out}/device-{name}.log")
+            if cfg.cluster:
+                emu.measure_tunnels(duration=1.0, pings=20)
         finally:
             if "cloud" in procs and procs["cloud"].poll() is None:
                 procs["cloud"].terminate()
@@ -398,6 +419,8 @@ def run_session(cfg: SessionConfig) -> SessionResult:
     trace_window["workload_start_offset_ms"] = {k: None if v is None else v * 1e3 for k, v in starts.items()}
     trace_window["replay_first_change_lag_ms"] = _replay_lag_ms(out / "replay.csv")
     summary["trace_window"] = trace_window
+    if cfg.cluster:
+        summary["cluster"] = emu.info()  # placement, clock offsets (start, end, drift), tunnels' RTT/ceiling
     pacing = pacing_summary([r for rows in by_device.values() for r in rows])
     summary["pacing"] = pacing
     if pacing and pacing["late_requests"]:
