@@ -184,8 +184,9 @@ def cases(draw: Any) -> Case:
         elif what == "del_key":
             header.pop(draw(st.sampled_from(HEADER_KEYS)), None)
         elif what in ("set_desc", "raw_desc", "del_desc") and isinstance(header.get("tensors"), list) \
-                and header["tensors"] and isinstance(header["tensors"][0], dict):
-            desc = header["tensors"][draw(st.integers(0, len(header["tensors"]) - 1))]
+                and any(isinstance(d, dict) for d in header["tensors"]):
+            objects = [d for d in header["tensors"] if isinstance(d, dict)]
+            desc = objects[draw(st.integers(0, len(objects) - 1))]
             key = draw(st.sampled_from(DESC_KEYS))
             if what == "del_desc":
                 desc.pop(key, None)
@@ -281,6 +282,7 @@ class FuzzReport:
     rss_start: int = 0
     rss_max: int = 0
     slowest_echo_s: float = 0.0
+    slowest_case: str = ""
     first_failure: str = ""
 
     @property
@@ -338,7 +340,8 @@ class FuzzHarness:
         start = time.monotonic()
         result = self.client.request([np.arange(4, dtype=np.int32)], op="echo", deadline_s=self.echo_deadline_s)
         elapsed = time.monotonic() - start
-        report.slowest_echo_s = max(report.slowest_echo_s, elapsed)
+        if elapsed > report.slowest_echo_s:
+            report.slowest_echo_s, report.slowest_case = elapsed, repr(case)
         self._check_replies(case)
         if self.proc.poll() is not None:
             report.crashes += 1
