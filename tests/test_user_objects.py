@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import textwrap
@@ -26,6 +27,16 @@ SMALL_CNN = f"{EXAMPLES}/custom_dataset/small_cnn.py:build"
 DIGITS_KWARGS = {"num_classes": 10, "in_channels": 1, "input_size": 16}
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _restore_import_paths(monkeypatch):
+    """Loading references puts folders on sys.path and PYTHONPATH: keep them out of other tests."""
+    from testbed import user_code
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setattr(user_code, "_SEARCH_PATHS", list(user_code._SEARCH_PATHS))
 
 
 def write(tmp_path: Path, name: str, source: str) -> Path:
