@@ -131,7 +131,8 @@ def reproduce_cmd(args) -> int:
     names = list(available) if args.name == "all" else [args.name]
     for name in names:
         if name not in available:
-            raise ConfigError("reproduce", f"no experiments/paper/{name}.yaml; available: {', '.join(available)}")
+            raise ConfigError("reproduce", f"no experiments/paper/{name}.yaml; available: "
+                                           f"{', '.join([*available, *data_only])}")
     rc = 0
     for name in names:
         if args.report_only:

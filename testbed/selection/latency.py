@@ -19,15 +19,12 @@ from testbed.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CSV = REPO_ROOT / "testbed" / "devices" / "data" / "nasbench201-latency-ms.csv"
-# Development fallback only: the shared copy the shipped one was taken from.
-SHARED_CSV = REPO_ROOT.parent / "shared" / "device-latency" / "nasbench201-latency-ms.csv"
 
 
 def default_csv() -> Path:
-    for path in (SHIPPED_CSV, SHARED_CSV):
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"latency table not found at {SHIPPED_CSV} (nor {SHARED_CSV})")
+    if not SHIPPED_CSV.is_file():
+        raise FileNotFoundError(f"latency table not found at {SHIPPED_CSV} (shipped with testbed.devices)")
+    return SHIPPED_CSV
 
 
 @dataclass(eq=False)

@@ -28,9 +28,9 @@ SOURCES = {"nn-Meter": 4, "HW-NAS-Bench": 6, "Eagle / BRP-NAS": 8}
 QUOTED_PAIRS = [("raspberry_pi4", "pixel3", 0.92), ("intel_i7", "gtx1080ti", 1.00),
                 ("jetson_nano_16bit", "pixel3", 0.32)]
 # "One proxy is enough" for a target if proxy selection meets this many deadlines with at most this
-# mean regret: 1 accuracy point ~ the standard error of a 2,000-image test accuracy (noise floor).
+# mean regret: 1.5 accuracy points ~ the standard error of a 1,000-image test accuracy (noise floor).
 HOLDS_HIT_RATE = 0.85
-HOLDS_REGRET = 0.01
+HOLDS_REGRET = 0.015
 
 
 def _commit() -> str:
@@ -154,33 +154,42 @@ def draw_selection(rows: list[dict], rho: dict[str, float], proxy: str, path: Pa
     methods = [m for m in METHODS if m != "oracle"]
     colours = {"proxy": "tab:blue", "proxy-predicted": "tab:orange", "adapted": "tab:green", "one-size": "tab:red"}
     by = {(r["target"], r["method"]): r for r in rows}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 5.6), gridspec_kw={"width_ratios": [1.6, 1]})
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(18, 5.8), gridspec_kw={"width_ratios": [1.7, 1, 1]})
     width = 0.8 / len(methods)
     for k, method in enumerate(methods):
         x = np.arange(len(targets)) + (k - (len(methods) - 1) / 2) * width
         left.bar(x, [by[t, method]["hit_rate"] for t in targets], width, label=method, color=colours[method])
-        right.scatter([rho[t] for t in targets], [100 * by[t, method]["regret_mean"] for t in targets],
-                      label=method, color=colours[method], alpha=0.8)
-    left.set_xticks(range(len(targets)), [f"{t}\n(rho {rho[t]:.2f})" for t in targets], rotation=70,
-                    ha="right", fontsize=7)
+        middle.scatter([rho[t] for t in targets], [100 * by[t, method]["regret_mean"] for t in targets],
+                       label=method, color=colours[method], alpha=0.8)
+    left.set_xticks(range(len(targets)), [f"{t} ({rho[t]:.2f})" for t in targets], rotation=65, ha="right",
+                    fontsize=7)
     left.set_ylabel("deadline hit rate (9 budget levels)")
-    left.set_ylim(0, 1.05)
+    left.set_ylim(0, 1.18)
     left.axhline(HOLDS_HIT_RATE, color="grey", ls=":", lw=1)
-    left.legend(fontsize=8, loc="lower left")
-    left.set_title(f"Proxy = {proxy}: targets sorted by Spearman rho with the proxy", fontsize=10)
+    left.legend(fontsize=8, loc="upper center", ncol=len(methods))
+    left.set_title(f"Proxy = {proxy}; targets by Spearman rho with the proxy (in brackets)", fontsize=10)
+    middle.set_xlabel(f"Spearman rho (proxy {proxy} vs target)")
+    middle.set_ylabel("mean regret vs per-device oracle (points; late = 0)")
+    middle.legend(fontsize=8)
+    middle.set_title("Regret vs rank correlation, all methods", fontsize=10)
+    regret = [100 * by[t, "proxy"]["regret_mean"] for t in targets]
+    right.scatter([rho[t] for t in targets], regret, color=colours["proxy"])
+    for t, r in zip(targets, regret, strict=True):
+        right.annotate(t, (rho[t], r), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    right.axhline(100 * HOLDS_REGRET, color="grey", ls=":", lw=1)
     right.set_xlabel(f"Spearman rho (proxy {proxy} vs target)")
-    right.set_ylabel("mean regret vs per-device oracle (accuracy points; late = 0)")
-    right.legend(fontsize=8)
-    right.set_title("Regret vs proxy-target rank correlation", fontsize=10)
+    right.set_ylabel("mean regret of proxy (points)")
+    right.set_title("The paper's method (proxy Pareto set measured on the target)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
 def reproduce_selection(out: str | Path | None = None, proxy: str = "pixel3", table: Measurements | None = None,
                         accuracy_json: str | Path = ACCURACY_JSON, calibration: int = 10,
-                        adaptation: int = 30) -> dict:
+                        adaptation: int = 30, proxy_sweep: bool = True) -> dict:
+    """The selection experiment for ``proxy``; ``proxy_sweep`` adds every device as proxy (summary only)."""
     table = table or load_measurements()
     out = Path(out) if out else OUT_ROOT / "device-aware"
     out.mkdir(parents=True, exist_ok=True)
@@ -228,7 +237,7 @@ def reproduce_selection(out: str | Path | None = None, proxy: str = "pixel3", ta
         "![selection](selection.png)", "",
         "## Claim: one proxy is enough (per target)", "",
         f"Holds when `proxy` meets >= {HOLDS_HIT_RATE:.0%} of deadlines with mean regret <= "
-        f"{100 * HOLDS_REGRET:.0f} point (~ the standard error of a {settings['dataset']['test_images']}-image "
+        f"{100 * HOLDS_REGRET:.1f} points (~ the standard error of a {settings['dataset']['test_images']}-image "
         "test accuracy). Cells: hit rate / mean regret (points).", "",
         "| target | Spearman | Kendall | proxy | proxy-predicted | adapted | one-size | oracle acc | "
         "one proxy enough? |",
@@ -239,12 +248,14 @@ def reproduce_selection(out: str | Path | None = None, proxy: str = "pixel3", ta
         lines.append(f"| {t} | {rho[t]:.3f} | {tau[t]:.3f} | {' | '.join(cells)} | "
                      f"{by[t, 'oracle']['utility']:.3f} | {'holds' if holds[t] else 'does not hold'} |")
     lines += ["", "## Overall (mean over the targets)", "",
-              "| method | target measurements | hit rate | regret (points) | regret vs rho (Spearman) | "
-              "median overshoot of misses |", "|---|---:|---:|---:|---:|---:|"]
+              "| method | target measurements | hit rate | regret (points) | picks the oracle's network | "
+              "regret vs rho (Spearman) | median overshoot of misses |", "|---|---:|---:|---:|---:|---:|---:|"]
+    oracle_pick = {(o.target, o.level): o.arch_index for o in outcomes if o.method == "oracle"}
     for m in METHODS:
         lines.append(f"| {m} | {np.mean([by[t, m]['target_measurements'] for t in order]):.1f} | "
                      f"{np.mean([by[t, m]['hit_rate'] for t in order]):.3f} | "
                      f"{100 * np.mean([by[t, m]['regret_mean'] for t in order]):.2f} | "
+                     f"{np.mean([o.arch_index == oracle_pick[o.target, o.level] for o in outcomes if o.method == m]):.2f} | "
                      f"{'-' if m == 'oracle' else f'{corr[m]:.2f}'} | {overshoot[m]} |")
     lines += ["", f"* One proxy is enough for {sum(holds.values())} of {len(order)} targets"
               f"{': ' + ', '.join(t for t in order if holds[t]) if any(holds.values()) else ''}.",
@@ -252,8 +263,27 @@ def reproduce_selection(out: str | Path | None = None, proxy: str = "pixel3", ta
               f"the {len(order)} targets = {corr['proxy']:.2f} (negative: weaker correlation, more regret).",
               "* Methods that never measure the deployed network on the target lose mostly to misses: the most "
               "accurate feasible network sits next to the deadline, so a small prediction or rank error makes it "
-              "late (overshoot column).", "",
+              "late (overshoot column).",
+              f"* Caveat: the candidates' brief-training accuracies are close (range {accs.min():.3f}-{accs.max():.3f}, "
+              f"standard deviation {100 * accs.std():.1f} points, test-set standard error ~1.5 points), so a "
+              "feasible but wrong network costs little accuracy: `proxy`'s small regret is measured on a flat "
+              "accuracy landscape; the hit rates and the oracle-pick column do not depend on that scale.", "",
               "Per (target, level, method) outcomes: `outcomes.csv`."]
+    if proxy_sweep:
+        lines += ["", "## Which proxy? Every device as the proxy (mean over its 17 targets)", "",
+                  "| proxy | mean rho to targets | proxy: hit / regret | proxy-predicted: hit / regret | "
+                  "one-size: hit / regret | one proxy enough for |", "|---|---:|---:|---:|---:|---:|"]
+        for candidate_proxy in table.devices:
+            others = [d for d in table.devices if d != candidate_proxy]
+            sweep = {(r["target"], r["method"]): r for r in summarise(
+                evaluate(table, accuracy, candidate_proxy, others, calibration=calibration, adaptation=adaptation))}
+            cells = [f"{np.mean([sweep[t, m]['hit_rate'] for t in others]):.2f} / "
+                     f"{100 * np.mean([sweep[t, m]['regret_mean'] for t in others]):.1f}"
+                     for m in ("proxy", "proxy-predicted", "one-size")]
+            enough = sum(sweep[t, "proxy"]["hit_rate"] >= HOLDS_HIT_RATE
+                         and sweep[t, "proxy"]["regret_mean"] <= HOLDS_REGRET for t in others)
+            mean_rho = np.mean([pair_correlation(table, candidate_proxy, t).spearman for t in others])
+            lines.append(f"| {candidate_proxy} | {mean_rho:.3f} | {' | '.join(cells)} | {enough} of {len(others)} |")
     report = out / "README.md"
     report.write_text("\n".join(lines) + "\n")
     files = [figure, out / "outcomes.csv", report]
