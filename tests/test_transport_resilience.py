@@ -29,8 +29,9 @@ def free_port() -> int:
 
 
 def start_server(port: int, *extra: str) -> subprocess.Popen:
+    # --no-warm-up: these tests time restarts and use no bfloat16; the torch import would add seconds under load
     cmd = [sys.executable, "-m", "testbed.transport.server", "--endpoint", f"tcp://127.0.0.1:{port}",
-           "--workers", "1", "--heartbeat-ivl", "0.2", "--heartbeat-timeout", "1.0", *extra]
+           "--workers", "1", "--heartbeat-ivl", "0.2", "--heartbeat-timeout", "1.0", "--no-warm-up", *extra]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -62,7 +63,7 @@ def test_server_killed_and_restarted_mid_stream(port, processes):
     outcomes = []
     with Client(f"tcp://127.0.0.1:{port}", heartbeat_ivl=0.2, heartbeat_timeout=1.0) as client:
         wait_until_serving(client)
-        for i in range(24):  # the restarted server warms its codecs (torch import) before it binds
+        for i in range(14):
             if i == 4:
                 processes[0].kill()
                 processes[0].wait(5)
@@ -189,7 +190,8 @@ def test_every_request_returns_within_deadline_across_an_outage(tmp_path):
     try:
         cloud, device = emu.host("cloud"), emu.host("device")
         server = cloud.popen([sys.executable, "-m", "testbed.transport.server", "--endpoint",
-                              f"tcp://{cloud.IP()}:5555", "--heartbeat-ivl", "0.2", "--heartbeat-timeout", "1.0"],
+                              f"tcp://{cloud.IP()}:5555", "--heartbeat-ivl", "0.2", "--heartbeat-timeout", "1.0",
+                              "--no-warm-up"],
                              cwd=str(REPO))
         time.sleep(1.0)
         proc = device.popen([sys.executable, str(script), f"tcp://{cloud.IP()}:5555", "80", str(deadline)],
