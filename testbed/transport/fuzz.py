@@ -300,8 +300,11 @@ class FuzzReport:
 class FuzzHarness:
     """A ``testbed serve`` subprocess on 127.0.0.1, a raw DEALER for hostile input, a Client for echoes."""
 
-    def __init__(self, *, echo_deadline_s: float = 1.0, rss_every: int = 25, workers: int = 1):
+    def __init__(self, *, echo_deadline_s: float = 1.0, rss_every: int = 25, workers: int = 1,
+                 stop_on_slow_echo: bool = True):
         self.echo_deadline_s = echo_deadline_s
+        # False: a late echo is counted (failed_echoes) and the run goes on; a crash always stops it
+        self.stop_on_slow_echo = stop_on_slow_echo
         self.rss_every = rss_every
         self.port = free_port()
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
@@ -348,6 +351,9 @@ class FuzzHarness:
             self._fail(f"server exited with {self.proc.returncode} after {case!r}")
         if not result.ok or not (result.tensors["0"] == np.arange(4)).all():
             report.failed_echoes += 1
+            if not self.stop_on_slow_echo and result.status == "timeout" and self.proc.poll() is None:
+                report.first_failure = report.first_failure or f"echo {result.status} after {case!r}"
+                return
             self._fail(f"echo not answered within {self.echo_deadline_s} s ({result.status} {result.error}) "
                        f"after {case!r}")
         if report.cases % self.rss_every == 0:
