@@ -173,6 +173,11 @@ def run_fleet(n: int, launch: str, args, out_root: Path) -> dict:
     paced = [r for r in records if r.get("pace_late_ms") is not None]
     errors = np.array([r["pace_late_ms"] for r in paced]) if paced else np.array([np.nan])
     own_cores, machine_cores = sampler.cpu_cores()
+    late_by_profile = {}
+    for name in PROFILES:
+        mine = [r for r in paced if profiles.get(r["device"]) == name]
+        if mine:
+            late_by_profile[name] = sum(bool(r.get("pace_late")) for r in mine) / len(mine)
     return {"devices": n, "launch": launch, "requests": len(records), "paced": len(paced),
             "unpaced": len(records) - len(paced),
             "timeouts": sum(r["outcome"] == "timeout" for r in records),
@@ -183,7 +188,7 @@ def run_fleet(n: int, launch: str, args, out_root: Path) -> dict:
             "peak_pss_mb": sampler.peak_pss_kb / 1024, "peak_rss_sum_mb": sampler.peak_rss_kb / 1024,
             "agent_pss_mb": sampler.peak_agents_pss_kb / 1024 / max(1, sampler.peak_agents),
             "agents_seen": sampler.peak_agents, "processes_at_peak": sampler.peak_processes,
-            "session_wall_s": time.monotonic() - wall0, "out_dir": str(out)}
+            "late_by_profile": late_by_profile, "session_wall_s": time.monotonic() - wall0, "out_dir": str(out)}
 
 
 def fmt(value, spec: str) -> str:
@@ -233,9 +238,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fleet of {n} ({launch}) ...", flush=True)
             rows.append(run_fleet(n, launch, args, out_root))
             print_table(rows[-1:])
+            (out_root / "results.json").write_text(json.dumps(rows, indent=2))  # kept if a later fleet fails
     print(f"\n{args.strategy}, {args.model} ({args.size}x{args.size} digits), {args.fps:g} requests/s per device, "
           f"{args.duration:g} s, profiles cycled {', '.join(PROFILES)}; host: {os.cpu_count()} CPUs")
     print_table(rows)
+    for row in rows:
+        print(f"{row['devices']:>3d} devices ({row['launch']}): late by profile "
+              + ", ".join(f"{name} {fraction:.1%}" for name, fraction in row["late_by_profile"].items()))
     (out_root / "results.json").write_text(json.dumps(rows, indent=2))
     return 0
 
