@@ -1,7 +1,25 @@
 #!/usr/bin/env bash
 # The whole test suite (unit + integration on real Mininet networks), as root.
 # Installs what it needs first. Extra arguments go to pytest.
+# Then, when asked (TESTBED_VMTEST=1), the stock-kernel lane: the tests marked stock_kernel (netem,
+# Open vSwitch, RTT replay) under Debian's stock kernel in a VM (scripts/vmtest.sh). Not yet on in CI:
+# under TCG on a loaded 2-core machine, 4 of its 7 tests miss their timing targets (docs/stock-kernel.md).
+# A VM that cannot be set up (no qemu, apt unreachable, no boot) is reported loudly and does not fail
+# the suite; a test that fails inside the VM does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-exec .venv/bin/python -m pytest -ra "$@"
+status=0
+.venv/bin/python -m pytest -ra "$@" || status=$?
+if [ "${TESTBED_VMTEST:-0}" = "1" ]; then
+    echo ">> stock-kernel lane: bash scripts/vmtest.sh"
+    vm_status=0
+    bash scripts/vmtest.sh || vm_status=$?
+    if [ "$vm_status" -eq 77 ]; then
+        echo "!!! stock-kernel lane NOT run (environment, see above); the host suite's status stands" >&2
+    elif [ "$vm_status" -ne 0 ]; then
+        echo "!!! stock-kernel lane FAILED (status $vm_status)" >&2
+        [ "$status" -ne 0 ] || status=$vm_status
+    fi
+fi
+exit "$status"
