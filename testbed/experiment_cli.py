@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR")
     p.add_argument("--report-only", metavar="RUN_DIR", help="skip running: rebuild figure + comparison from a run")
     p.add_argument("--quick", action="store_true",
-                   help=f"1 repeat and sessions of at most {QUICK_DURATION_S:g} s (a smoke run: no confidence intervals)")
+                   help=f"1 repeat, sessions cut to {QUICK_DURATION_S:g} s or 2 s past the last fault (no CIs)")
     p.add_argument("--docs", default=str(DOCS_DIR), metavar="DIR",
                    help="copy each figure, claim table and manifest summary to DIR/<name>/ (default: "
                         "docs/reproductions); '' to skip")
@@ -158,7 +158,10 @@ def quick_variant(path: Path, out: Path) -> Path:
 
     raw = yaml.safe_load(path.read_text())
     raw["repeats"] = 1
-    raw["workload"]["duration_s"] = min(float(raw["workload"]["duration_s"]), QUICK_DURATION_S)
+    # Shorter sessions, but never so short that an injected fault (the outage a figure is about) is cut off.
+    last_fault_end = max((float(f.get("end", 0)) for f in raw.get("faults") or []), default=0.0)
+    raw["workload"]["duration_s"] = min(float(raw["workload"]["duration_s"]),
+                                        max(QUICK_DURATION_S, last_fault_end + 2.0))
     raw["topology"] = str(resolve_path(raw["topology"], path.parent))
     for spec in (raw.get("traces") or {}).values():
         if isinstance(spec, dict) and "file" in spec:
