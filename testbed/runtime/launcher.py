@@ -279,6 +279,7 @@ class AgentLauncher:
         self._next_id = 0
         self._reader: threading.Thread | None = None
         self.agents: list[ForkedAgent] = []
+        self.zygote_pid: int | None = None  # set once the zygote has imported everything
 
     def start(self, timeout: float = READY_TIMEOUT_S) -> AgentLauncher:
         self._log = open(self.log_path, "a") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
@@ -299,8 +300,6 @@ class AgentLauncher:
                     raise RuntimeError(f"agent launcher not ready after {timeout:.0f} s")
                 self._changed.wait(0.1)
         return self
-
-    zygote_pid: int | None = None
 
     def _read(self) -> None:
         for line in self._proc.stdout:
