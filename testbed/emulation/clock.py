@@ -17,6 +17,7 @@ back). Measured at the start and at the end of a run, the two estimates give the
 
 from __future__ import annotations
 
+import select
 import shlex
 import subprocess
 import time
@@ -66,6 +67,8 @@ def measure_offset(ssh_argv: list[str], server: str, python: str = "python3", sa
             t_send = time.monotonic()
             proc.stdin.write("\n")
             proc.stdin.flush()
+            if not select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raise TestbedError(f"clock offset to {server}: no answer within {timeout:g} s")
             line = proc.stdout.readline()
             t_recv = time.monotonic()
             if not line:
@@ -88,6 +91,8 @@ def measure_offset(ssh_argv: list[str], server: str, python: str = "python3", sa
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        for f in (proc.stdout, proc.stderr):
+            f.close()
     rtt, mid, remote = best
     rtts.sort()
     return OffsetSample(server=server, local_monotonic=mid, offset_s=remote - mid, uncertainty_s=rtt / 2,

@@ -586,7 +586,7 @@ class ClusterEmulation(Emulation):
         return None
 
     def _ping(self, a: str, b: str, count: int) -> dict:
-        out = self._nodes[a].cmd(f"ping -c {count} -i 0.01 -q {self._nodes[b].IP()}")
+        out = self._nodes[a].cmd(f"ping -c {count} -i 0.01 -w {count // 10 + 10} -q {self._nodes[b].IP()}")
         m = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", out)
         loss = re.search(r"([\d.]+)% packet loss", out)
         if not m:
@@ -599,7 +599,8 @@ class ClusterEmulation(Emulation):
                                       stderr=subprocess.DEVNULL)
         try:
             time.sleep(0.3)
-            out = self._nodes[a].cmd(f"iperf3 -c {self._nodes[b].IP()} -p 5299 -t {duration:g} -J")
+            secs = max(1, round(duration))  # iperf3 takes whole seconds (-t 0 would run for ever)
+            out = self._nodes[a].cmd(f"timeout {secs + 15} iperf3 -c {self._nodes[b].IP()} -p 5299 -t {secs} -J")
         finally:
             with contextlib.suppress(Exception):
                 server.kill()
@@ -609,7 +610,7 @@ class ClusterEmulation(Emulation):
             bps = res["end"]["sum_received"]["bits_per_second"]
         except (ValueError, KeyError) as exc:
             raise TestbedError(f"iperf3 {a} -> {b} failed: {out.strip()[-300:]}") from exc
-        return {"seconds": duration, "mbps": bps / 1e6,
+        return {"seconds": secs, "mbps": bps / 1e6,
                 "retransmits": res["end"].get("sum_sent", {}).get("retransmits")}
 
     def clock_report(self) -> dict[str, dict]:
@@ -648,12 +649,12 @@ class ClusterEmulation(Emulation):
                 for s in self.remote_servers:
                     with contextlib.suppress(Exception):
                         self.offsets_end[s.name] = clock.measure_offset(ssh_argv(s, self.control_dir), s.name,
-                                                                        s.python, samples=16)
+                                                                        s.python, samples=16, timeout=10.0)
                 with contextlib.suppress(OSError):
                     self._write_cluster_log()
-            for rec in self._remote.values():
+            for rec in self._remote.values():  # a fresh connection: the shared one may be what failed
                 with contextlib.suppress(Exception):
-                    remote_cleanup(rec.server, run_id=self.run_id, control_dir=self.control_dir)
+                    remote_cleanup(rec.server, run_id=self.run_id, control_dir=None)
             self._remote.clear()
         finally:
             super().stop()
@@ -763,15 +764,28 @@ def remote_cleanup_here(controller: str, run_id: str | None, keep: set[int]) -> 
 
 
 def remote_leftovers() -> dict[str, list]:
-    """What cluster runs left on this server (tests, doctor): records, their live processes, links, cgroups."""
+    """What cluster runs left on this server (tests, doctor): records, cgroups and tap devices of runs
+    whose controller is gone. Runs controlled from this machine by a live process are not leftovers."""
     state = Path(REMOTE_STATE)
-    records = sorted(f.name for f in state.glob("*.json")) if state.exists() else []
+    me = socket.gethostname()
+
+    def live(run_id: str) -> bool:
+        host, _, pid = run_id.rpartition("-")
+        return host == me and pid.isdigit() and int(pid) != os.getpid() and cleanup.pid_alive(int(pid))
+
+    records, live_links = [], set()
+    for f in sorted(state.glob("*.json")) if state.exists() else []:
+        if live(f.stem):
+            with contextlib.suppress(OSError, ValueError):
+                live_links.update(json.loads(f.read_text()).get("interfaces", []))
+            continue
+        records.append(f.name)
     cgroups = []
     for root in (Path("/sys/fs/cgroup/cpu") / REMOTE_CGROUP, Path("/sys/fs/cgroup") / REMOTE_CGROUP):
         if root.exists():
-            cgroups += [str(p) for p in root.rglob("*") if p.is_dir()] + [str(root)]
+            cgroups += [str(p) for p in root.rglob("*") if p.is_dir() and not live(p.relative_to(root).parts[0])]
     return {"records": records, "cgroups": cgroups,
-            "taps": [n for n in cleanup.link_names() if re.match(r"^tap\d+$", n)]}
+            "taps": [n for n in cleanup.link_names() if re.match(r"^tap\d+$", n) and n not in live_links]}
 
 
 # --------------------------------------------------------------------------- one-machine "cluster"
