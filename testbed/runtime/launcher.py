@@ -40,6 +40,7 @@ log = logging.getLogger("testbed.runtime.launcher")
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
 READY_TIMEOUT_S = 60.0
+ENTER_TIMEOUT_S = 5.0  # longest a fork may take to enter its host's namespace before the zygote moves on
 # What an agent imports: loaded once in the zygote, shared by every child.
 # sklearn.datasets: the digits loader's import alone is ~80 MB per process.
 PRELOAD = ("torch", "numpy", "zmq", "testbed.runtime.device", "testbed.runtime.execution", "testbed.transport",
@@ -82,14 +83,18 @@ def memory_kb(pid: int) -> dict[str, int]:
 
 # -- the zygote (its own process) -------------------------------------------------------------------
 
-def _child(request: dict) -> None:
-    """In the forked child: enter the host, redirect output, run the module's ``main``; never returns."""
+def _child(request: dict, entered_fd: int) -> None:
+    """In the forked child: enter the host, redirect output, run the module's ``main``; never returns.
+
+    ``entered_fd`` is closed once the child is in its host's namespace (or on exit), which is what
+    the zygote waits for before reporting the pid: a caller never sees an agent outside its host."""
     code = 1
     try:
         _die_with_parent()  # the zygote's death takes its children with it
         os.setsid()  # own session: a terminal's Ctrl-C reaches the controller, which stops agents in order
         if request.get("netns_pid"):
             enter_netns(int(request["netns_pid"]))
+        os.close(entered_fd)
         if request.get("cwd"):
             os.chdir(request["cwd"])
         null = os.open(os.devnull, os.O_RDONLY)
@@ -189,9 +194,16 @@ def _serve() -> int:
             while b"\n" in buffered:
                 line, buffered = buffered.split(b"\n", 1)
                 request = json.loads(line)
+                entered_r, entered_w = os.pipe()
                 pid = os.fork()
                 if pid == 0:
-                    _child(request)
+                    os.close(entered_r)
+                    _child(request, entered_w)
+                os.close(entered_w)
+                # EOF once the child has entered its namespace (or died); bounded so that a stuck
+                # child cannot stall every other spawn.
+                select.select([entered_r], [], [], ENTER_TIMEOUT_S)
+                os.close(entered_r)
                 children.add(pid)
                 send({"id": request["id"], "pid": pid})
     finally:
