@@ -28,7 +28,7 @@ from testbed.models.train import (
 GROUPS: dict[str, tuple[DataConfig, list[str]]] = {
     "fashion": (DataConfig(name="fashion-mnist"),
                 ["resnet20-ee-wide", "appealnet-cloud", "appealnet-edge", "resnet20-ee",
-                 "resnet20-ee-sparse"]),
+                 "resnet20-ee-sparse", "resnet-ee-w2.0-d3"]),
     "digits32": (DataConfig(name="digits", size=32, channels=1),
                  ["resnet-ee-w2.0-d3", "resnet20-ee-sparse", "appealnet-cloud", "appealnet-edge"]),
     "digits16": (DataConfig(name="digits"), ["resnet20-ee"]),
