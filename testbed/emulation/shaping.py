@@ -205,6 +205,12 @@ class PortDriver:
             set_loss(p, self.state.loss_pct, step.loss_pct)
         self.state = step
 
+    def rewrite_rate(self) -> None:
+        """Send the current rate again (no change on the link): warms the netlink path and lets the
+        replayer measure what one change costs before the first scheduled one."""
+        p = self.port
+        self.sock.change_htb_class(p.ifname, CLASS, ROOT, self.state.rate_bps, htb_burst(self.state.rate_bps))
+
     def close(self) -> None:
         if self._kick_sock is not None:
             self._kick_sock.close()
