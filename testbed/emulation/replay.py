@@ -27,7 +27,6 @@ from testbed.emulation.shaping import Port, PortDriver
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
-SPIN_S = 0.003  # busy-wait this long before each change (bounded CPU cost: 3 ms per change)
 MAX_LEAD_S = 0.010  # never start a change more than this early
 LOG_HEADER = "scheduled_s,applied_s,link,direction,trace_mbps,rate_mbps,gate,loss_pct,delay_ms\n"
 
@@ -74,14 +73,11 @@ def _run(ports: list[Port], timelines: list[list[Step]], t0: float, log_path: st
         while queue and not stop.is_set():
             t, i, k = queue[0]
             # A change takes the kernel ~2-4 ms here (measured); start it that much early, as the
-            # recent changes took, so that it completes on schedule. Sleep until shortly before,
-            # then spin: an idle virtual CPU can take milliseconds to wake from a timed sleep.
-            start_at = t0 + t - apply_cost_s
-            delay = start_at - SPIN_S - time.monotonic()
+            # recent changes took, so that it completes on schedule. No busy-wait: at real-time
+            # priority it would take a core from the paced device agents on a 2-core host.
+            delay = t0 + t - apply_cost_s - time.monotonic()
             if delay > 0 and stop.wait(delay):
                 break
-            while time.monotonic() < start_at:
-                pass
             heapq.heappop(queue)
             step = timelines[i][k]
             began = time.monotonic()
