@@ -125,6 +125,21 @@ def netem_options(delay_ms: float, jitter_ms: float, loss_pct: float, limit_pack
     return qopt + attrs
 
 
+def _setns(fd: int, what: str) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise NetlinkError(err, f"setns into {what}: {os.strerror(err)}")
+
+
+def enter_netns(pid: int) -> None:
+    """Move the calling thread into the network namespace of ``pid`` (for good)."""
+    target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+    try:
+        _setns(target, f"the network namespace of pid {pid}")
+    finally:
+        os.close(target)
+
+
 @contextlib.contextmanager
 def in_netns(pid: int | None):
     """Run the body in the network namespace of ``pid`` (None: stay here)."""
@@ -133,20 +148,14 @@ def in_netns(pid: int | None):
         return
     with _setns_lock:
         own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
         try:
-            if _libc.setns(target, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise NetlinkError(err, f"setns into netns of pid {pid}: {os.strerror(err)}")
+            enter_netns(pid)
             try:
                 yield
             finally:
-                if _libc.setns(own, CLONE_NEWNET) != 0:  # pragma: no cover - would leave us in the wrong ns
-                    err = ctypes.get_errno()
-                    raise NetlinkError(err, f"setns back: {os.strerror(err)}")
+                _setns(own, "the thread's own network namespace")  # pragma: no cover on failure
         finally:
             os.close(own)
-            os.close(target)
 
 
 class TcSocket:

@@ -35,9 +35,10 @@ import threading
 import time
 from pathlib import Path
 
+from testbed.emulation.netlink import enter_netns
+
 log = logging.getLogger("testbed.runtime.launcher")
 
-CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
 READY_TIMEOUT_S = 60.0
 ENTER_TIMEOUT_S = 5.0  # longest a fork may take to enter its host's namespace before the zygote moves on
@@ -53,17 +54,6 @@ def _die_with_parent() -> None:
     """SIGKILL this process when the process (thread) that forked it dies."""
     if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-
-
-def enter_netns(pid: int) -> None:
-    """Move the calling (single-threaded) process into the network namespace of ``pid``."""
-    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into the network namespace of pid {pid}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 def memory_kb(pid: int) -> dict[str, int]:
