@@ -47,6 +47,7 @@ import torch
 from testbed.runtime.energy import EnergyModel
 from testbed.runtime.estimator import NetworkEstimator
 from testbed.runtime.execution import build_profile, run_head, timed_mean_ms
+from testbed.runtime.realtime import ReleaseScheduling
 from testbed.runtime.records import PACE_LATE_MS, new_record
 from testbed.strategies import Context, get_strategy
 
@@ -142,6 +143,8 @@ class DeviceAgent:
         self.pace_rng = np.random.default_rng([int(config.get("seed", 0)), 0x9ACE])
         self.device_free_at = 0.0  # monotonic: when the emulated device finishes its current work
         self.held: HeldResult | None = None
+        # While a result is held the agent only waits: it waits as real time (see testbed.runtime.realtime).
+        self.release_scheduling = ReleaseScheduling(enabled=bool(config.get("realtime_release", True)))
         self.order = self.rng.permutation(len(self.test))
         self.out = open(config["out_path"], "w")  # noqa: SIM115 - closed in run()
         self.client = None
@@ -155,7 +158,7 @@ class DeviceAgent:
         self.resolved: set[int] = set()
         self.loop_stats = {"turns": 0, "max_gap_s": 0.0, "gaps_over_100ms": 0, "late_replies": 0,
                            "hopeless_frames": 0, "agent_expired": 0, "paced": 0, "pace_late": 0, "host_slower_than_profile": 0,
-                           "workload_start_s": None}
+                           "workload_start_s": None, "realtime_release": None}
 
     def apply_hardware(self, profile, model, card: dict, reference: bool) -> dict:
         """Give the strategies the device profile's times for ``model`` (and the server's, if any)."""
@@ -301,6 +304,10 @@ class DeviceAgent:
         # Diagnosis of lateness: the host's own compute already ran past the profiled finish.
         self.loop_stats["host_slower_than_profile"] += time.monotonic() > self.device_free_at + PACE_LATE_MS / 1e3
         self.held = HeldResult(self.device_free_at, start, record, action)
+        if self.loop_stats["realtime_release"] is None:
+            self.loop_stats["realtime_release"] = self.release_scheduling.enter() or self.release_scheduling.reason
+        else:
+            self.release_scheduling.enter()
         self.release_due()
 
     def release_due(self) -> None:
@@ -316,7 +323,10 @@ class DeviceAgent:
         held.record["pace_late"] = late_ms > PACE_LATE_MS
         self.loop_stats["paced"] += 1
         self.loop_stats["pace_late"] += late_ms > PACE_LATE_MS
-        held.release()
+        try:
+            held.release()
+        finally:
+            self.release_scheduling.leave()  # the next compute runs under the default scheduler
 
     def offload(self, record, arrival, deadline, label, plan, compute_s, features, fallback, meta) -> None:
         """Send the head's output to the cloud (at the instant the device part finished)."""

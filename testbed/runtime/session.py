@@ -411,17 +411,23 @@ def run_session(cfg: SessionConfig) -> SessionResult:
     summary["device_cpu"] = cpu_of
     summary["device_cpu_period_ms"] = cfg.device_cpu_period_ms
     summary["device_cpu_limit"] = cpu_limits
-    starts = {}
+    starts, realtime = {}, {}
     for name in devices:
         loop_path = out / f"records-{name}.jsonl.loop.json"
         if loop_path.exists():
-            starts[name] = json.loads(loop_path.read_text()).get("workload_start_s")
+            loop = json.loads(loop_path.read_text())
+            starts[name] = loop.get("workload_start_s")
+            if loop.get("realtime_release") is not None:
+                realtime[name] = loop["realtime_release"]
     trace_window["workload_start_offset_ms"] = {k: None if v is None else v * 1e3 for k, v in starts.items()}
     trace_window["replay_first_change_lag_ms"] = _replay_lag_ms(out / "replay.csv")
     summary["trace_window"] = trace_window
     if cfg.cluster:
         summary["cluster"] = emu.info()  # placement, clock offsets (start, end, drift), tunnels' RTT/ceiling
     pacing = pacing_summary([r for rows in by_device.values() for r in rows])
+    if pacing is not None:
+        # True per device: releases waited as SCHED_FIFO; otherwise why not (testbed.runtime.realtime).
+        pacing["realtime_release"] = realtime
     summary["pacing"] = pacing
     if pacing and pacing["late_requests"]:
         log.warning("%s: %d of %d paced requests (%.1f %%) were released late (> 1 ms after the profiled finish; "
