@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -272,3 +273,28 @@ def test_cli_list_and_card(trained, capsys):
     assert "test_acc" in printed and "int8zstd_B" in printed
     assert main(["models", "train", "--model", "nope"]) == 2
     assert main(["models", "card", str(out / "missing")]) == 2
+
+
+def test_validation_outputs_are_computed_once_per_checkpoint_and_data(tmp_path, monkeypatch):
+    from testbed.data import load_dataset
+    from testbed.runtime import execution
+
+    data = DataConfig(limit=200)
+    load_or_train("resnet-ee-w0.25-d1", data, tmp_path, TrainConfig(epochs=1))
+    (folder,) = tmp_path.iterdir()
+    model, card = load_checkpoint(folder)
+    dataset = load_dataset("digits", limit=200)
+    first = execution.build_profile("m", model, card, dataset.val.x, dataset.val.y, 1.0, checkpoint_dir=str(folder))
+    assert len(list(folder.glob("val-outputs-*.npz"))) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("should have read the cached validation outputs")
+
+    monkeypatch.setattr(execution, "_validation_outputs", fail)
+    again = execution.build_profile("m", model, card, dataset.val.x, dataset.val.y, 1.0, checkpoint_dir=str(folder))
+    assert np.array_equal(first.confidences, again.confidences) and np.array_equal(first.correct, again.correct)
+    monkeypatch.undo()
+    # Other validation data is another entry, never the cached one.
+    other = execution.build_profile("m", model, card, dataset.val.x[:50], dataset.val.y[:50], 1.0,
+                                    checkpoint_dir=str(folder))
+    assert other.confidences.shape[0] == 50 and len(list(folder.glob("val-outputs-*.npz"))) == 2

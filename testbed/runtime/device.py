@@ -101,8 +101,10 @@ class DeviceAgent:
             self.models[name] = (model, card)
         first_card = next(iter(self.models.values()))[1]
         options = first_card["dataset"]["options"]
-        dataset = load_dataset(config.get("data", "digits"), size=options["size"], channels=options["channels"],
-                               seed=options.get("seed", 0))
+        # The data the models trained on: the same directory (data_root) and training-image limit, so the
+        # test images are normalised with the same statistics.
+        dataset = load_dataset(config.get("data", "digits"), root=config.get("data_root"), size=options["size"],
+                               channels=options["channels"], seed=options.get("seed", 0), limit=options.get("limit"))
         self.test = dataset.test
         self.session_model = config["session_model"]
         self.hardware = self.server_hardware = None  # testbed.devices profiles (paced mode)
@@ -120,7 +122,8 @@ class DeviceAgent:
             measure_this = (i == 0 or not (card.get("profiles") or {}).get("device")) and self.hardware is None
             with torch.no_grad():
                 measured = timed_mean_ms(lambda m=model, s=sample: m(s), window_s=0.3) if measure_this else None
-                profile = build_profile(name, model, card, dataset.val.x, dataset.val.y, measured)
+                profile = build_profile(name, model, card, dataset.val.x, dataset.val.y, measured,
+                                        checkpoint_dir=config["models"][name])
             if name in proxy_ms:
                 profile.extra["proxy_ms"] = proxy_ms[name]
             if i > 0 and name in proxy_ms:  # device-aware: only the reference model is measured here
