@@ -40,6 +40,10 @@ FASHION_MNIST_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", 
 # Side length used when ``size`` is not given: the images' own resolution (digits: the historical 16).
 NATIVE_SIZE = {"digits": 16, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32, "imagefolder": 32, "idx": 28}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+# Read from the user's directory (``root=``): required, nothing is bundled or downloaded.
+ROOT_REQUIRED = ("cifar10", "cifar100", "imagefolder", "idx")
+# ``root=`` optional: another copy than the Debian package's FASHION_MNIST_ROOT.
+ROOT_OPTIONAL = ("fashion-mnist",)
 
 
 class DataError(TestbedError):
@@ -183,6 +187,21 @@ def load_dataset(
                    source=source, options=options)
 
 
+def check_root(name: str, root: str | Path | None) -> None:
+    """Check that ``root`` holds ``name``'s layout by file names alone (nothing is read), so a config
+    can be rejected before anything runs; raises :class:`DataError` naming the path and the layout."""
+    if name in ("cifar10", "cifar100"):
+        _cifar_files(_require_root(name, root), name)
+    elif name == "imagefolder":
+        _image_folder_classes(_require_root(name, root))
+    elif name == "idx":
+        path = _require_root(name, root)
+        for prefix in IDX_PREFIXES:
+            _idx_file(path, prefix)
+    elif name == "fashion-mnist":
+        _fashion_mnist_root(root)
+
+
 # --- sources -------------------------------------------------------------------------------------
 
 
@@ -237,17 +256,25 @@ def _cifar_arrays(path: Path, batch: dict, label_key: bytes) -> tuple[np.ndarray
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
-def _load_cifar(path: Path, name: str):
+def _cifar_files(path: Path, name: str) -> tuple[list[str], str]:
+    """(training files, test file) of the python-pickle layout, all present in ``path``."""
     if name == "cifar10":
-        label_key, meta_file, names_key = b"labels", "batches.meta", b"label_names"
         train_files, test_file = [f"data_batch_{i}" for i in range(1, 6)], "test_batch"
     else:
-        label_key, meta_file, names_key = b"fine_labels", "meta", b"fine_label_names"
         train_files, test_file = ["train"], "test"
     missing = [f for f in [*train_files, test_file] if not (path / f).is_file()]
     if missing:
         raise DataError(path, f"{name} expects files {', '.join([*train_files, test_file])} "
                               f"(python version of the dataset); missing: {', '.join(missing)}")
+    return train_files, test_file
+
+
+def _load_cifar(path: Path, name: str):
+    if name == "cifar10":
+        label_key, meta_file, names_key = b"labels", "batches.meta", b"label_names"
+    else:
+        label_key, meta_file, names_key = b"fine_labels", "meta", b"fine_label_names"
+    train_files, test_file = _cifar_files(path, name)
     train = [_cifar_arrays(path / f, _unpickle(path / f), label_key) for f in train_files]
     test_x, test_y = _cifar_arrays(path / test_file, _unpickle(path / test_file), label_key)
     train_x = np.concatenate([x for x, _ in train])
@@ -264,13 +291,18 @@ def _load_cifar(path: Path, name: str):
     return train_x, train_y, test_x, test_y, class_names
 
 
-def _load_image_folder(path: Path):
-    from PIL import Image, UnidentifiedImageError
-
+def _image_folder_classes(path: Path) -> list[Path]:
     class_dirs = sorted(p for p in path.iterdir() if p.is_dir())
     if len(class_dirs) < 2:
         raise DataError(path, "expected an ImageFolder layout: one sub-directory per class "
                               f"(at least 2) holding {'/'.join(sorted(IMAGE_SUFFIXES))} files")
+    return class_dirs
+
+
+def _load_image_folder(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    class_dirs = _image_folder_classes(path)
     images, labels = [], []
     for label, class_dir in enumerate(class_dirs):
         files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -300,17 +332,21 @@ def _read_idx(path: Path) -> np.ndarray:
         raise DataError(path, f"not an IDX file ({exc})") from None
 
 
-def _load_idx(path: Path):
-    def find(prefix: str) -> Path:
-        for candidate in (f"{prefix}-ubyte", f"{prefix}-ubyte.gz"):
-            if (path / candidate).is_file():
-                return path / candidate
-        raise DataError(path, f"missing {prefix}-ubyte[.gz] (MNIST/Fashion-MNIST IDX layout)")
+IDX_PREFIXES = ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1")
 
-    train_x = _read_idx(find("train-images-idx3"))[:, :, :, None]
-    train_y = _read_idx(find("train-labels-idx1")).astype(np.int64)
-    test_x = _read_idx(find("t10k-images-idx3"))[:, :, :, None]
-    test_y = _read_idx(find("t10k-labels-idx1")).astype(np.int64)
+
+def _idx_file(path: Path, prefix: str) -> Path:
+    for candidate in (f"{prefix}-ubyte", f"{prefix}-ubyte.gz"):
+        if (path / candidate).is_file():
+            return path / candidate
+    raise DataError(path, f"missing {prefix}-ubyte[.gz] (MNIST/Fashion-MNIST IDX layout)")
+
+
+def _load_idx(path: Path):
+    train_x = _read_idx(_idx_file(path, "train-images-idx3"))[:, :, :, None]
+    train_y = _read_idx(_idx_file(path, "train-labels-idx1")).astype(np.int64)
+    test_x = _read_idx(_idx_file(path, "t10k-images-idx3"))[:, :, :, None]
+    test_y = _read_idx(_idx_file(path, "t10k-labels-idx1")).astype(np.int64)
     if len(train_x) != len(train_y) or len(test_x) != len(test_y):
         raise DataError(path, "image and label counts differ")
     return train_x, train_y, test_x, test_y

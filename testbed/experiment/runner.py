@@ -37,6 +37,7 @@ from testbed.experiment.schema import (
     Cell,
     Experiment,
     StrategySpec,
+    data_source,
     load_experiment,
     parse_experiment,
     resolve_path,
@@ -88,8 +89,12 @@ def session_settings(exp: Experiment, cell: Cell, strategy: StrategySpec, repeat
         extra["workload"] = workload["mode"]
     if cfg.get("energy"):
         extra["energy"] = dict(cfg["energy"])
-    if cfg.get("data_options"):
-        extra["data_options"] = dict(cfg["data_options"])
+    data = data_source(cfg.get("data"), cfg.get("_base"))  # {name, root: absolute or None, limit}
+    if cfg.get("data_options") or data["limit"] is not None:
+        extra["data_options"] = {**(cfg.get("data_options") or {}),
+                                 **({"limit": data["limit"]} if data["limit"] is not None else {})}
+    if data["root"] is not None:  # your data from disk: the models train on it, the devices send it
+        extra["data_root"] = data["root"]
     for key in ("device_profile", "server_profile", "server_workers"):  # hardware the hosts compute like
         if cfg.get(key) is not None:
             extra[key] = cfg[key]
@@ -99,7 +104,7 @@ def session_settings(exp: Experiment, cell: Cell, strategy: StrategySpec, repeat
         "params": dict(cfg.get("params") or {}),
         "faults": list(cfg.get("faults") or []),
         "model": cfg.get("model", "resnet20-ee"),
-        "data": cfg.get("data", "digits"),
+        "data": data["name"],
         "strategy": strat["name"],
         "strategy_params": dict(strat.get("params") or {}),
         "fps": float(workload["fps"]),

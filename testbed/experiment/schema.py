@@ -53,7 +53,8 @@ TOP_KEYS = {
     "traces": "link -> trace spec (mapping)",
     "faults": "list of fault mappings (kind: outage|flap|loss)",
     "model": "model registry name, or your own module:callable / file.py:callable",
-    "data": "dataset name, or your own module:callable / file.py:callable",
+    "data": "dataset name (digits, fashion-mnist), your own module:callable / file.py:callable, or your data "
+            "from disk: {name: cifar10|cifar100|imagefolder|idx, root: DIR (relative to this file), limit: N}",
     "devices": "list of device host names (default: every device host)",
     "strategies": "list of strategy names (or your own module:Class) or {name, label, params}",
     "workload": "{fps, duration_s, deadline_s}",
@@ -72,6 +73,9 @@ TOP_KEYS = {
     "server_workers": "parallel workers of the server profile, where requests queue (default 1)",
 }
 DATA_OPTION_KEYS = ("size", "channels")
+DATA_KEYS = {"name": "a dataset name or your own module:callable",
+             "root": "the dataset's directory (relative paths: to the experiment file)",
+             "limit": "train on at most this many images (int >= 1)"}
 TRACE_KEYS = {
     "file": "path to a trace file (any format testbed.traces reads)",
     "constant": "{down: Mbit/s, up: Mbit/s} instead of a file",
@@ -191,6 +195,72 @@ def known_strategies() -> list[str] | None:
         if isinstance(reg, dict):
             return sorted(reg)
     return None
+
+
+# ---------------------------------------------------------------------------- data
+def check_data_spec(src: str, path: str, spec: Any, base: Path | None, where: dict | None = None) -> None:
+    """``data``: a name, module:callable, or {name, root, limit}; ``where`` renames a key's path in
+    errors (a ``data.root`` sweep axis reports its own values)."""
+    from testbed.data import DATASET_NAMES, ROOT_OPTIONAL, ROOT_REQUIRED, DataError, check_root
+    from testbed.user_code import UserCodeError, is_user_ref, load_callable
+
+    def at(key: str) -> str:
+        return (where or {}).get(key, f"{path}.{key}")
+
+    named = isinstance(spec, str)
+    if not named:
+        spec = _mapping(src, path, spec, TOP_KEYS["data"])
+        _unknown(src, path, spec, DATA_KEYS)
+        if "name" not in spec:
+            raise _err(src, at("name"), f"missing ({DATA_KEYS['name']}: {', '.join(DATASET_NAMES)})")
+    name = spec if named else spec["name"]
+    name_at = path if named else at("name")
+    if not isinstance(name, str):
+        raise _err(src, name_at, f"must be a string ({DATA_KEYS['name']}), got {name!r}")
+    if is_user_ref(name):
+        try:
+            load_callable(name, "a function returning {train, val, test: (x, y) arrays}")
+        except UserCodeError as exc:
+            raise _err(src, name_at, str(exc)) from None
+    elif name not in DATASET_NAMES:
+        raise _err(src, name_at, f"must be one of {', '.join(DATASET_NAMES)} or module:callable, got {name!r}")
+    if named:
+        if name in ROOT_REQUIRED:
+            raise _err(src, path, f"{name} is read from your directory: write data: {{name: {name}, root: DIR}}")
+        return
+    if spec.get("limit") is not None:
+        _number(src, at("limit"), spec["limit"], integer=True)
+    if "root" not in spec or spec["root"] is None:
+        if name in ROOT_REQUIRED:
+            raise _err(src, at("root"), f"missing: {name} is read from your directory (nothing is downloaded); "
+                                        f"give root: DIR (relative to the experiment file)")
+        return
+    if name not in (*ROOT_REQUIRED, *ROOT_OPTIONAL) and not is_user_ref(name):
+        raise _err(src, at("root"), f"{name} takes no root (it ships with the testbed); datasets read from a "
+                                    f"directory: {', '.join((*ROOT_REQUIRED, *ROOT_OPTIONAL))} or module:callable")
+    root = spec["root"]
+    if not isinstance(root, str) or not root:
+        raise _err(src, at("root"), f"must be a directory path, got {root!r}")
+    resolved = resolve_path(root, base)
+    if not resolved.is_dir():
+        raise _err(src, at("root"), f"directory {root!r} not found (a relative path is looked up next to the "
+                                    f"experiment file{f', in {base}' if base is not None else ''})")
+    if not is_user_ref(name):
+        try:
+            check_root(name, resolved)
+        except DataError as exc:
+            raise _err(src, at("root"), str(exc)) from None
+
+
+def data_source(spec: Any, base: Path | None) -> dict:
+    """A validated ``data`` value as the runtime takes it: {"name", "root" (absolute, or None), "limit"}."""
+    if spec is None:
+        spec = "digits"
+    if isinstance(spec, str):
+        return {"name": spec, "root": None, "limit": None}
+    root = spec.get("root")
+    return {"name": spec["name"], "root": str(resolve_path(root, base).resolve()) if root else None,
+            "limit": spec.get("limit")}
 
 
 # ---------------------------------------------------------------------------- traces
@@ -396,10 +466,9 @@ def parse_experiment(raw: Any, src: str = "<dict>", base: Path | None = None) ->
         except ConfigError as exc:
             raise ConfigError(f"{src}: {exc.where}", exc.message) from None
 
-    for key in ("model", "data"):
-        if key in raw and not isinstance(raw[key], str):
-            raise _err(src, key, f"must be a string ({TOP_KEYS[key]}), got {raw[key]!r}")
-    from testbed.user_code import UserCodeError, add_search_path, is_user_ref, load_callable
+    if "model" in raw and not isinstance(raw["model"], str):
+        raise _err(src, "model", f"must be a string ({TOP_KEYS['model']}), got {raw['model']!r}")
+    from testbed.user_code import UserCodeError, add_search_path
 
     if base is not None:  # user code (module:callable) may sit next to the experiment file
         add_search_path(base)
@@ -413,16 +482,7 @@ def parse_experiment(raw: Any, src: str = "<dict>", base: Path | None = None) ->
         except UserCodeError as exc:
             raise _err(src, "model", str(exc)) from None
     if "data" in raw:
-        from testbed.data import DATASET_NAMES
-
-        if is_user_ref(raw["data"]):
-            try:
-                load_callable(raw["data"], "a function returning {train, val, test: (x, y) arrays}")
-            except UserCodeError as exc:
-                raise _err(src, "data", str(exc)) from None
-        elif raw["data"] not in DATASET_NAMES:
-            raise _err(src, "data", f"must be one of {', '.join(DATASET_NAMES)} or module:callable, "
-                                    f"got {raw['data']!r}")
+        check_data_spec(src, "data", raw["data"], base)
     devices = raw.get("devices")
     if devices is not None:
         if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
@@ -510,6 +570,17 @@ def parse_experiment(raw: Any, src: str = "<dict>", base: Path | None = None) ->
         elif root == "device_profile":
             for i, v in enumerate(values):
                 check_device_profile(src, f"{where}[{i}]", v, topo)
+        elif root == "data":
+            key = axis.split(".", 1)[1] if "." in axis else None
+            if key is None:
+                for i, v in enumerate(values):
+                    check_data_spec(src, f"{where}[{i}]", v, base)
+            elif key not in DATA_KEYS or not isinstance(raw.get("data"), dict):
+                raise _err(src, where, f"data axes are data (whole values) or data.{{{','.join(DATA_KEYS)}}} "
+                                       "with data given as {name, root, ...}")
+            else:
+                for i, v in enumerate(values):
+                    check_data_spec(src, "data", {**raw["data"], key: v}, base, where={key: f"{where}[{i}]"})
         elif root == "traces":
             parts = axis.split(".")
             if len(parts) < 2 or parts[1] not in links:

@@ -33,6 +33,9 @@ class SessionConfig:
     faults: list = field(default_factory=list)
     model: str = "resnet20-ee"
     data: str = "digits"
+    # The dataset's directory (cifar10, cifar100, imagefolder, idx; optional for fashion-mnist and your
+    # own loader): the models train on it (part of their cache key) and the device agents send its images.
+    data_root: str | None = None
     strategy: str = "device-only"
     strategy_params: dict = field(default_factory=dict)
     fps: float = 5.0
@@ -89,14 +92,14 @@ class SessionResult:
 
 
 def _checkpoints(names: list[str], data: str, cache_dir: str | None, epochs_for: dict[str, int],
-                 data_options: dict | None = None) -> dict[str, str]:
+                 data_options: dict | None = None, data_root: str | None = None) -> dict[str, str]:
     from testbed.models import checkpoint_dir, load_or_train
     from testbed.models.train import DataConfig, TrainConfig
 
     out = {}
     for name in names:
         train = TrainConfig(epochs=epochs_for[name]) if name in epochs_for else TrainConfig()
-        config = DataConfig(name=data, **(data_options or {}))
+        config = DataConfig(**{"name": data, **(data_options or {}), **({"root": data_root} if data_root else {})})
         load_or_train(name, config, cache_dir=cache_dir, train=train)
         out[name] = str(checkpoint_dir(name, config, train, None, cache_dir).resolve())
     return out
@@ -269,8 +272,11 @@ def run_session(cfg: SessionConfig) -> SessionResult:
                           "device_profile to 'cpu' (or {device: 'cpu'}) to use shares")
     wanted = strategy.models(cfg.model)
     epochs = {v: strategy.p["variant_epochs"] for v in wanted["device"]} if "variant_epochs" in strategy.p else {}
-    device_models = _checkpoints(wanted["device"], cfg.data, cfg.model_cache_dir, epochs, cfg.data_options)
-    cloud_models = _checkpoints(wanted["cloud"], cfg.data, cfg.model_cache_dir, epochs, cfg.data_options)
+    data_root = str(Path(cfg.data_root).resolve()) if cfg.data_root else None  # one cache key, any cwd
+    device_models = _checkpoints(wanted["device"], cfg.data, cfg.model_cache_dir, epochs, cfg.data_options,
+                                 data_root)
+    cloud_models = _checkpoints(wanted["cloud"], cfg.data, cfg.model_cache_dir, epochs, cfg.data_options,
+                                data_root)
     proxy_ms = {}
     if cfg.strategy == "device-aware" and not all(profiles.values()):
         from testbed.models import read_card
@@ -323,6 +329,7 @@ def run_session(cfg: SessionConfig) -> SessionResult:
                 session = {
                     "device": name, "endpoint": f"tcp://{cloud.IP()}:{CLOUD_PORT}",
                     "models": device_models, "session_model": cfg.model, "data": cfg.data,
+                    "data_root": data_root,
                     "strategy": cfg.strategy, "strategy_params": cfg.strategy_params, "fps": cfg.fps,
                     "duration_s": cfg.duration_s, "deadline_s": cfg.deadline_s, "sla": cfg.sla,
                     "seed": cfg.seed + index, "workload": cfg.workload, "energy": cfg.energy,
