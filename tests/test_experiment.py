@@ -191,6 +191,25 @@ def test_run_writes_manifest_units_and_markers(tmp_path):
     assert info["settings"]["seed"] in (0, 1) and info["trace_mean_mbps"]["access.up"] > 0
 
 
+def test_identical_sessions_of_a_sweep_run_once(tmp_path):
+    # Sweeping one strategy's parameter leaves the other strategy's session identical in every cell.
+    exp = write_exp(tmp_path, strategies=["cloud-only", {"name": "device-only", "label": "dev",
+                                                         "params": {"use_exits": True}}],
+                    sweep={"strategies.dev.params.threshold": [0.5, 0.9]})
+    calls: list = []
+    run = run_experiment(exp, out=tmp_path / "r", session=lambda s, t, o: fake_session(s, t, o, calls=calls),
+                         progress=False)
+    c0, c1 = "c00-threshold=0.5", "c01-threshold=0.9"
+    assert sorted(f"{c.parent.parent.name}/{c.parent.name}" for c in calls) == [f"{c0}/cloud-only", f"{c0}/dev",
+                                                                                  f"{c1}/dev"]
+    m = read_manifest(run)
+    assert m["summary"]["done"] == 4 and m["reused_units"] == {f"{c1}/cloud-only/r0": f"{c0}/cloud-only/r0"}
+    copy, original = run / f"cells/{c1}/cloud-only/r0", run / f"cells/{c0}/cloud-only/r0"
+    assert json.loads((copy / "done.json").read_text())["reused_from"] == f"{c0}/cloud-only/r0"
+    assert (copy / "records.jsonl").read_bytes() == (original / "records.jsonl").read_bytes()
+    assert json.loads((copy / "unit.json").read_text())["cell_id"] == c1
+
+
 def test_resume_skips_completed_units_and_rejects_changed_config(tmp_path):
     exp = write_exp(tmp_path)
     run = run_experiment(exp, out=tmp_path / "r", session=lambda s, t, o: fake_session(s, t, o, fail={"cloud-only"}),

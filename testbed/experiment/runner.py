@@ -11,12 +11,15 @@ Layout of a run::
             error.json                      # instead of done.json when the session failed
 
 A unit is complete when its ``done.json`` exists; ``--resume`` skips those and reruns the rest
-from scratch. Ctrl-C (or SIGTERM) stops the current session (the runtime and emulation clean up),
+from scratch. A unit whose session would be identical to one already done in this run (same
+settings, seed and trace: e.g. cloud-only in every cell of a sweep over AppealNet's threshold) is
+not run again: its folder is a copy of that unit's, and ``done.json`` says ``reused_from``. Ctrl-C (or SIGTERM) stops the current session (the runtime and emulation clean up),
 keeps completed units and marks the run ``partial``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -277,6 +280,39 @@ def _give_oracle_its_trace(settings: dict, traces: dict, path: Path) -> None:
     settings["strategy_params"]["trace"] = str(save_trace(trace, path / f"oracle-trace-{link}.csv").resolve())
 
 
+def session_key(settings: dict, traces: dict) -> str:
+    """What determines a session's outcome: its settings (seed included) and every trace's samples."""
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for link in sorted(traces):
+        trace = traces[link]
+        key.update(link.encode())
+        for arr in (trace.times, trace.down_mbps, trace.up_mbps, trace.rtt_ms, trace.loss):
+            key.update(b"-" if arr is None else np.ascontiguousarray(arr).tobytes())
+        key.update(repr(float(trace.duration)).encode())
+    return key.hexdigest()[:20]
+
+
+def _reuse(run_dir: Path, key: str, path: Path) -> dict | None:
+    """Copy a done unit of this run with the same session key into ``path``; its done.json, or None."""
+    for done in sorted(run_dir.glob(f"cells/*/*/r*/{DONE}")):
+        other = done.parent
+        if other == path:
+            continue
+        try:
+            if json.loads((other / UNIT).read_text()).get("session_key") != key:
+                continue
+            reused = json.loads(done.read_text())
+        except (OSError, ValueError):
+            continue
+        if reused.get("reused_from"):
+            continue  # copy from the original only
+        for item in other.iterdir():
+            if item.name not in (UNIT, DONE):
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, path / item.name)
+        return reused
+    return None
+
+
 def _run_unit(exp: Experiment, run_dir: Path, cell: Cell, strategy: StrategySpec, repeat: int,
               session: SessionFn, manifest: dict, fail_fast: bool) -> bool:
     uid = unit_id(cell, strategy, repeat)
@@ -286,13 +322,24 @@ def _run_unit(exp: Experiment, run_dir: Path, cell: Cell, strategy: StrategySpec
     path.mkdir(parents=True)
     settings = session_settings(exp, cell, strategy, repeat)
     traces = cell.traces(exp.source)
+    key = session_key(settings, traces)  # before the oracle's per-unit trace path enters the settings
     _give_oracle_its_trace(settings, traces, path)
+    if settings["strategy"] == "oracle":
+        key = None  # its trace file lives in the unit folder: never shared
     info = {"unit_id": uid, "cell_id": cell.cell_id, "cell_index": cell.index, "cell_values": cell.values,
             "strategy_label": strategy.label, "repeat": repeat, "settings": settings,
             "trace_mean_mbps": _trace_summary(traces, settings["duration_s"]),
             "traces": {link: {"name": t.meta.get("name", ""), "derived": t.meta.get("derived", "")}
-                       for link, t in traces.items()}}
+                       for link, t in traces.items()},
+            "session_key": key}
     (path / UNIT).write_text(json.dumps(info, indent=2, default=str))
+    if key is not None and (done := _reuse(run_dir, key, path)) is not None:
+        original = done["unit_id"]
+        log.info("unit %s: same session as %s (settings, seed, trace): reused, not rerun", uid, original)
+        (path / DONE).write_text(json.dumps({**done, "unit_id": uid, "reused_from": original}, indent=2, default=str))
+        manifest["units"][uid] = "done"
+        manifest.setdefault("reused_units", {})[uid] = original
+        return True
     manifest["units"][uid] = "running"
     t0 = time.monotonic()
     try:
