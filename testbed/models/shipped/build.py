@@ -3,7 +3,9 @@
 Each entry is trained exactly as ``load_or_train(name, data, train=TrainConfig())`` would train it on
 a cache miss (the dataset's recipe, seeds fixed), so its directory name is the cache entry
 ``load_or_train`` looks up. Groups: ``fashion`` (quickstart and paper experiments), ``digits32``
-(the runtime tests' 32x32 digits models), ``digits16`` (the experiment runner's tests).
+(the runtime tests' 32x32 digits models), ``digits16`` (the experiment runner's tests), ``nb201``
+(the ``device-aware`` strategy's candidates: measured NAS-Bench-201 networks, 5 cells per stage as
+measured, on Fashion-MNIST at 32x32, the latency data's input size).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ GROUPS: dict[str, tuple[DataConfig, list[str]]] = {
     "digits32": (DataConfig(name="digits", size=32, channels=1),
                  ["resnet-ee-w2.0-d3", "resnet20-ee-sparse", "appealnet-cloud", "appealnet-edge"]),
     "digits16": (DataConfig(name="digits"), ["resnet20-ee"]),
+    "nb201": (DataConfig(name="fashion-mnist", size=32),
+              ["nb201-522", "nb201-1548", "nb201-1296", "nb201-1427", "nb201-892", "nb201-1304"]),
 }
 # Registry names for the same network (class and configuration): trained with the same seeds and
 # configuration they get the same weights, so the second one's entry reuses the first one's instead of
@@ -39,6 +43,10 @@ GROUPS: dict[str, tuple[DataConfig, list[str]]] = {
 SAME_NETWORK = {"appealnet-cloud": "resnet20-ee-wide"}
 # Training here uses one thread (shared 2-core hosts); the thread count is not part of the cache key.
 BUILD_TRAIN = TrainConfig(threads=1)
+# Groups shipped with their validation exit outputs (testbed.runtime.execution.validation_outputs, keyed by
+# weights, card and validation arrays): a device agent holding all six NB201 candidates would otherwise
+# spend minutes on 6 x 9,000 validation images at its first start, past the session's ready timeout.
+WITH_VALIDATION_OUTPUTS = {"nb201"}
 
 
 def write_sums() -> None:
@@ -60,6 +68,29 @@ def reuse_weights(name: str, twin: str, data: DataConfig, twin_dir, directory) -
             "weights_from": f"{twin_dir.name} (same network, seeds and training configuration)"}
     save_checkpoint(model, card, directory)
     return card
+
+
+def ship_validation_outputs(directory, data: DataConfig) -> str:
+    """Compute the validation outputs as a device agent would, into ``directory`` (the key's file name)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from testbed.models.train import load_checkpoint
+    from testbed.runtime.execution import validation_outputs
+
+    if list(directory.glob("val-outputs-*.npz")):
+        return "present"
+    dataset = data.load()
+    with tempfile.TemporaryDirectory() as tmp:  # validation_outputs never writes into SHIPPED_DIR itself
+        copy = Path(tmp) / directory.name
+        shutil.copytree(directory, copy)
+        model, card = load_checkpoint(copy)
+        validation_outputs(model, card, dataset.val.x, dataset.val.y, checkpoint_dir=copy)
+        written = sorted(copy.glob("val-outputs-*.npz"))
+        for path in written:
+            shutil.copy2(path, directory / path.name)
+    return ", ".join(p.name for p in written)
 
 
 def entries(groups: list[str]):
@@ -90,6 +121,10 @@ def build(groups: list[str], force: bool = False) -> int:
               f"{accuracies}; {directory.name}", flush=True)
         write_sums()
     write_sums()
+    for group, name, data in entries(groups):
+        if group in WITH_VALIDATION_OUTPUTS:
+            written = ship_validation_outputs(checkpoint_dir(name, data, BUILD_TRAIN, None, SHIPPED_DIR), data)
+            print(f"{group:9s} {name:20s} validation outputs: {written}", flush=True)
     stale = [p.name for p in SHIPPED_DIR.iterdir() if p.is_dir() and p.name not in
              {checkpoint_dir(n, d, BUILD_TRAIN, None, SHIPPED_DIR).name for _, n, d in entries(list(GROUPS))}]
     if stale:
