@@ -343,10 +343,11 @@ def _idx_file(path: Path, prefix: str) -> Path:
 
 
 def _load_idx(path: Path):
-    train_x = _read_idx(_idx_file(path, "train-images-idx3"))[:, :, :, None]
-    train_y = _read_idx(_idx_file(path, "train-labels-idx1")).astype(np.int64)
-    test_x = _read_idx(_idx_file(path, "t10k-images-idx3"))[:, :, :, None]
-    test_y = _read_idx(_idx_file(path, "t10k-labels-idx1")).astype(np.int64)
+    train_images, train_labels, test_images, test_labels = (_idx_file(path, prefix) for prefix in IDX_PREFIXES)
+    train_x = _read_idx(train_images)[:, :, :, None]
+    train_y = _read_idx(train_labels).astype(np.int64)
+    test_x = _read_idx(test_images)[:, :, :, None]
+    test_y = _read_idx(test_labels).astype(np.int64)
     if len(train_x) != len(train_y) or len(test_x) != len(test_y):
         raise DataError(path, "image and label counts differ")
     return train_x, train_y, test_x, test_y

@@ -13,8 +13,9 @@ Layout of a run::
 A unit is complete when its ``done.json`` exists; ``--resume`` skips those and reruns the rest
 from scratch. A unit whose session would be identical to one already done in this run (same
 settings, seed and trace: e.g. cloud-only in every cell of a sweep over AppealNet's threshold) is
-not run again: its folder is a copy of that unit's, and ``done.json`` says ``reused_from``. Ctrl-C (or SIGTERM) stops the current session (the runtime and emulation clean up),
-keeps completed units and marks the run ``partial``.
+not run again: its folder is a copy of that unit's, and ``done.json`` says ``reused_from``.
+Ctrl-C (or SIGTERM) stops the current session (the runtime and emulation clean up), keeps
+completed units and marks the run ``partial``.
 """
 
 from __future__ import annotations

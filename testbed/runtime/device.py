@@ -147,7 +147,7 @@ class DeviceAgent:
         self.device_free_at = 0.0  # monotonic: when the emulated device finishes its current work
         self.held: HeldResult | None = None
         # While a result is held the agent only waits: it waits as real time (see testbed.runtime.realtime).
-        self.release_scheduling = ReleaseScheduling(enabled=bool(config.get("realtime_release", True)))
+        self.release_scheduling = ReleaseScheduling()
         self.order = self.rng.permutation(len(self.test))
         self.out = open(config["out_path"], "w")  # noqa: SIM115 - closed in run()
         self.client = None
@@ -307,10 +307,9 @@ class DeviceAgent:
         # Diagnosis of lateness: the host's own compute already ran past the profiled finish.
         self.loop_stats["host_slower_than_profile"] += time.monotonic() > self.device_free_at + PACE_LATE_MS / 1e3
         self.held = HeldResult(self.device_free_at, start, record, action)
-        if self.loop_stats["realtime_release"] is None:
-            self.loop_stats["realtime_release"] = self.release_scheduling.enter() or self.release_scheduling.reason
-        else:
-            self.release_scheduling.enter()
+        granted = self.release_scheduling.enter()
+        if self.loop_stats["realtime_release"] is None:  # the first release says whether real time was granted
+            self.loop_stats["realtime_release"] = granted or self.release_scheduling.reason
         self.release_due()
 
     def release_due(self) -> None:

@@ -24,10 +24,10 @@ RELEASE_PRIORITY = 10
 class ReleaseScheduling:
     """Switches the calling thread between SCHED_FIFO (waiting to release) and SCHED_OTHER."""
 
-    def __init__(self, enabled: bool = True, priority: int = RELEASE_PRIORITY):
+    def __init__(self, priority: int = RELEASE_PRIORITY):
         self.priority = priority
-        self.available = enabled and hasattr(os, "sched_setscheduler")
-        self.reason = None if self.available else "disabled"
+        self.available = hasattr(os, "sched_setscheduler")
+        self.reason = None if self.available else "no sched_setscheduler on this platform"
 
     def enter(self) -> bool:
         """Wait as real time from now on; False (once logged) when the kernel refuses."""
