@@ -181,6 +181,11 @@ def test_two_devices_choose_different_networks_under_an_outage(tmp_path, profile
             assert validate_record(r) == [], r
         choices = read_choices(out / f"device-{device}.log")
         assert len(choices) >= 0.8 * len(records)
+        # Each planned request's record names the network the strategy chose for it.
+        chosen = {round(c["t"], 3): c["model"] for c in choices if c["t"] is not None}
+        planned_records = [r for r in records if round(r["t_arrival"], 3) in chosen]
+        assert len(planned_records) >= 0.8 * len(records)
+        assert all(r["model"] == chosen[round(r["t_arrival"], 3)] for r in planned_records)
         # Connected before the outage: the link-dependent choice is made (the Pi 4 offloads).
         before = [(c["model"], c["split"]) for c in choices if c["t"] is not None and c["t"] < OUTAGE[0]]
         assert connected[device] in before, (device, before)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 RECORD_KEYS = (
-    "request_id", "device", "strategy", "t_arrival", "t_finish", "deadline_s", "latency_s", "outcome",
+    "request_id", "device", "strategy", "model", "t_arrival", "t_finish", "deadline_s", "latency_s", "outcome",
     "exit_index", "split", "codec", "bytes_up", "bytes_down", "device_compute_s", "encode_s", "decode_s",
     "transfer_s", "cloud_queue_s", "cloud_compute_s", "prediction", "label", "correct", "est_bw_mbps",
     "est_rtt_ms", "energy_j", "pace_late", "pace_late_ms",
 )
+# model: the network the plan ran (a strategy may choose one per request, e.g. device-aware); None when
+# the request timed out before any plan.
 # pace_late / pace_late_ms (paced devices, testbed.devices profiles; None in CPU-share mode): how long
 # after the profiled finish the device part was really released (its latency includes it), and
 # whether that was more than PACE_LATE_MS (the host could not keep pace with the profile).

@@ -5,8 +5,8 @@
   per-split head times, the server profile's tails, the card's split bytes and exit accuracies), without
   the validation pass -- what the ``device-aware`` strategy plans with, for offline checks and tests.
 * :func:`summarise_run` -- per device profile and strategy of a ``testbed run`` folder: deadline hit
-  rate, accuracy, and the (network, split) choices, read from the device logs (request records carry no
-  model name; the strategy logs one ``device-aware choice:`` line per request). "Expected timely
+  rate, accuracy, and the (network, split) choices: the network from each record's ``model``, the
+  strategy's reasons (split, predicted time, feasible) from its ``device-aware choice:`` log lines. "Expected timely
   accuracy" scores each request answered in time with its network's card test accuracy (10,000 test
   images) instead of its one image: the accuracy effect of the choices without the sampling noise of a
   few dozen requests.
@@ -119,8 +119,9 @@ def summarise_run(run_dir: str | Path) -> list[dict]:
             g["correct"] += sum(bool(r.get("correct")) for r in records)
             for r in records:  # the chosen network's card accuracy (10,000 test images) when answered in time
                 choice = by_t.get(round(r["t_arrival"], 3))
-                if choice and on_time(r, cfg["deadline_s"]) and r["outcome"] != "fallback_exit":
-                    g["expected_timely"] += card_accuracy.get(choice["model"], float("nan"))
+                model = r.get("model") or (choice or {}).get("model")  # records before 'model' existed: the log
+                if model and on_time(r, cfg["deadline_s"]) and r["outcome"] != "fallback_exit":
+                    g["expected_timely"] += card_accuracy.get(model, float("nan"))
             for c in choices:
                 where = "local" if c["local"] else c["split"]
                 g["choices"][f"{c['model']}@{where}"] += 1

@@ -19,7 +19,7 @@ log = logging.getLogger("testbed.strategies.device_aware")
 DEFAULT_CANDIDATES = ["nb201-522", "nb201-1548", "nb201-1296", "nb201-1427", "nb201-892", "nb201-1304"]
 LATENCY_SOURCES = ("proxy", "target", "profiled", "one-size")
 LEGACY_VARIANTS = ["resnet-ee-w0.25-d1", "resnet-ee-w0.5-d1", "resnet-ee-w0.5-d2", "resnet-ee-w0.5-d3"]
-CHOICE_PREFIX = "device-aware choice:"  # one log line per request (the record has no model field)
+CHOICE_PREFIX = "device-aware choice:"  # one log line per request: why (the record says which network)
 _NB201 = re.compile(r"^nb201-(?P<index>[0-9]+)$")
 
 
@@ -49,7 +49,7 @@ class DeviceAware(Strategy):
     shared server), then the fastest; if none fits, the fastest pair. Disconnected: offloading costs
     infinity, so the choice is the best network that fits *locally*. ``offload: false`` = device-only
     selection. Predictions are used as they are: no correction from the measured device times.
-    Each choice is logged (``CHOICE_PREFIX``) because request records carry no model name.
+    Each choice is logged (``CHOICE_PREFIX``) with its reasons; the request record's ``model`` names the network.
 
     Legacy (``variants`` given): the ResNet-EE variant family and one speed factor of a CPU share,
     chosen once at set-up against ``latency_target_ms`` (kept for the tests that use it).
