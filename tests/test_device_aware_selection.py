@@ -20,7 +20,7 @@ from testbed.selection.proxy import evaluate, select, summarise
 from testbed.selection.reproduce import reproduce_monotonicity, reproduce_selection
 
 MONOTONICITY = REPO_ROOT / "docs" / "reproductions" / "device-monotonicity"
-SELECTION = REPO_ROOT / "docs" / "reproductions" / "device-aware"
+SELECTION = REPO_ROOT / "docs" / "reproductions" / "device-aware-selection"
 # (device a, device b, Spearman quoted in issue 11 / the data's SOURCE.md)
 QUOTED = [("raspberry_pi4", "pixel3", 0.92), ("intel_i7", "gtx1080ti", 1.00), ("jetson_nano_16bit", "pixel3", 0.32)]
 

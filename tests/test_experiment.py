@@ -210,6 +210,20 @@ def test_identical_sessions_of_a_sweep_run_once(tmp_path):
     assert json.loads((copy / "unit.json").read_text())["cell_id"] == c1
 
 
+def test_one_sweep_axis_sets_the_same_parameter_of_several_strategies():
+    # AppealNet's q-gate and the max-softmax gate are compared at equal appeal rates: one axis, both labels.
+    exp = parse(strategies=[{"name": "appealnet", "label": "q"},
+                            {"name": "appealnet", "label": "softmax", "params": {"score": "max-softmax"}}],
+                sweep={"strategies.q+softmax.params.appeal_rate": [0.2, 0.8]})
+    assert [c.cell_id for c in exp.cells] == ["c00-appeal_rate=0.2", "c01-appeal_rate=0.8"]
+    for cell, rate in zip(exp.cells, (0.2, 0.8), strict=True):
+        params = {label: s["params"] for label, s in cell.config["strategies"].items()}
+        assert params == {"q": {"appeal_rate": rate}, "softmax": {"score": "max-softmax", "appeal_rate": rate}}
+    with pytest.raises(ConfigError, match=r"sweep.strategies.q\+nope.params.appeal_rate.*labels: q, softmax"):
+        parse(strategies=[{"name": "appealnet", "label": "q"}, {"name": "appealnet", "label": "softmax"}],
+              sweep={"strategies.q+nope.params.appeal_rate": [0.2]})
+
+
 def test_resume_skips_completed_units_and_rejects_changed_config(tmp_path):
     exp = write_exp(tmp_path)
     run = run_experiment(exp, out=tmp_path / "r", session=lambda s, t, o: fake_session(s, t, o, fail={"cloud-only"}),

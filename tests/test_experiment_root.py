@@ -105,6 +105,8 @@ def test_reproduce_quick_writes_a_claim_table_with_measured_values(tmp_path, cap
     matches = re.findall(r"(-?\d+\.\d+)x smaller|accuracy ([+-]\d+\.\d+) pp", row)
     numbers = [float(ratio or diff) for ratio, diff in matches]
     assert numbers and all(math.isfinite(v) for v in numbers), row
+    # The verdict is decided from those numbers (>= 4x storage and FLOPs within 1 pp), not left to the reader.
+    assert re.search(r"\| (yes|smaller, but no: .*|no: .*) \| storage \d+\.\d+x, FLOPs \d+\.\d+x", row), row
     summary = json.loads((target / "manifest-summary.json").read_text())
     assert summary["status"] == "complete" and summary["repeats"] == 1
     assert list(target.glob("*.png"))

@@ -104,6 +104,12 @@ def test_appealnet_uses_validation_quantile_and_stops_appealing_when_down():
     plan = strategy.plan(GOOD, {"appealnet-edge": profile}, CONTEXT)
     assert plan.appeal_threshold == pytest.approx(0.3) and plan.fallback
     assert strategy.plan(DOWN, {"appealnet-edge": profile}, CONTEXT).appeal_threshold == 0.0
+    # The max-softmax gate: the same quantile rule on the edge classifier's confidence, and the plan says so.
+    profile.edge_confidence = np.linspace(0.5, 1.0, 101)
+    plan = get_strategy("appealnet", {"appeal_rate": 0.3, "score": "max-softmax"}).plan(
+        GOOD, {"appealnet-edge": profile}, CONTEXT)
+    assert plan.appeal_threshold == pytest.approx(0.65) and plan.appeal_score == "max-softmax"
+    assert strategy.plan(GOOD, {"appealnet-edge": profile}, CONTEXT).appeal_score == "appeal"
 
 
 def test_device_aware_picks_most_accurate_variant_meeting_target():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,30 @@ class Claim:
     measure: Callable[[list[Row], dict], str]
     # (metric, higher is better): the direction the paper claims for ours vs the best baseline
     direction: tuple[str, bool] | None = None
+    against: list[str] | None = None  # the baselines of ``direction`` (None: the experiment's)
+    # A claim no single metric decides: (rows, paper block) -> (verdict, measured values behind it)
+    verdict: Callable[[list[Row], dict], tuple[str, str]] | None = None
+
+    def decide(self, rows: list[Row], p: dict) -> tuple[str, str]:
+        if self.verdict is not None:
+            return self.verdict(rows, p)
+        if self.direction is not None:
+            against = [b for b in (self.against or p["baselines"]) if any(r.strategy == b for r in rows)]
+            return direction_verdict(rows, {**p, "baselines": against}, *self.direction)
+        return "see values", ""
+
+
+def significance(mine: Row, rival: Row, metric: str, higher_better: bool) -> str:
+    """Is ``mine`` better than ``rival`` on ``metric``? The 95 % CIs decide when there are repeats."""
+    margin = (1.0 if higher_better else -1.0) * (mine.mean[metric] - rival.mean[metric])
+    ci_mine, ci_rival = mine.ci[metric], rival.ci[metric]
+    if not (_fin(ci_mine) and _fin(ci_rival)):
+        return "yes (1 repeat, no CI)" if margin > 0 else "no (1 repeat)"
+    if margin > ci_mine + ci_rival:
+        return "yes"
+    if margin >= -(ci_mine + ci_rival):
+        return "not shown (CIs overlap)"
+    return "no"
 
 
 def direction_verdict(rows: list[Row], p: dict, metric: str, higher_better: bool) -> tuple[str, str]:
@@ -100,16 +125,9 @@ def direction_verdict(rows: list[Row], p: dict, metric: str, higher_better: bool
     if best is None:
         return "n/a", f"no cell with both {p['ours']} and a baseline measured"
     margin, cell, mine, rival = best
-    ci_mine, ci_rival = mine.ci[metric], rival.ci[metric]
-    values = (f"{p['ours']} {_pm(mine.mean[metric], ci_mine)} vs {rival.strategy} "
-              f"{_pm(rival.mean[metric], ci_rival)} {COLUMNS.get(metric, (metric,))[0]} at {cell}")
-    if not (_fin(ci_mine) and _fin(ci_rival)):
-        return ("yes (1 repeat, no CI)" if margin > 0 else "no (1 repeat)"), values
-    if margin > ci_mine + ci_rival:
-        return "yes", values
-    if margin >= -(ci_mine + ci_rival):
-        return "not shown (CIs overlap)", values
-    return "no", values
+    values = (f"{p['ours']} {_pm(mine.mean[metric], mine.ci[metric])} vs {rival.strategy} "
+              f"{_pm(rival.mean[metric], rival.ci[metric])} {COLUMNS.get(metric, (metric,))[0]} at {cell}")
+    return significance(mine, rival, metric, higher_better), values
 
 
 def _pm(mean: float, ci: float) -> str:
@@ -133,7 +151,9 @@ def _spinn_accuracy(rows, p):
 def _spinn_server(rows, p):
     r, cell = _best_ratio(rows, p["ours"], [b for b in p["baselines"] if b != p["ours"]], "cloud_ms_per_req",
                           invert=True)
-    others = [b for b in p["baselines"]]
+    others = [b for b in p["baselines"] if b != p["ours"]]
+    if r == math.inf:  # ours used no server time at all there: a ratio would be infinite
+        return f"{p['ours']} used no server compute per request (answered on the device) at {cell}"
     return f"{_x(r)} lower cloud compute per request than the lowest of {', '.join(others)} (at {cell})"
 
 
@@ -148,37 +168,123 @@ def _spinn_outage(rows, p):
     return "; ".join(out) or "no requests arrived during an outage"
 
 
-def _appeal_energy(rows, p):
+EQUAL_ACCURACY_PP = 1.0  # "without sacrificing accuracy": at most this many points below the reference
+
+
+def _appeal_best(rows, p) -> tuple[tuple | None, list[str]]:
+    """The setting of ours that saves most energy vs the reference among those whose mean accuracy (over
+    all requests) is at most EQUAL_ACCURACY_PP lower, and the settings that lost more."""
     ref_name = p.get("reference", "cloud-only")
-    ref = [r for r in rows if r.strategy == ref_name]
-    mine = [r for r in rows if r.strategy == p["ours"]]
-    if not ref or not mine:
-        return "n/a (needs the appeal strategy and the reference strategy)"
-    e_ref = np.nanmean([r.mean["energy_j_per_req"] for r in ref])
-    a_ref = np.nanmean([r.mean["accuracy"] for r in ref])
-    ok = [r for r in mine if _fin(r.mean["accuracy"]) and r.mean["accuracy"] >= a_ref - 0.01]
-    if not ok or not e_ref:
-        best = max(mine, key=lambda r: r.mean["accuracy"] if _fin(r.mean["accuracy"]) else -1)
-        return (f"no threshold kept accuracy within 1 pp of {ref_name} ({a_ref:.3f}); best {best.mean['accuracy']:.3f}"
-                f" at {best.cell_id} with {1 - best.mean['energy_j_per_req'] / e_ref:.0%} energy saved")
-    best = min(ok, key=lambda r: r.mean["energy_j_per_req"])
-    return (f"{1 - best.mean['energy_j_per_req'] / e_ref:.0%} device energy saved vs {ref_name} at accuracy "
-            f"{best.mean['accuracy']:.3f} (vs {a_ref:.3f}) at {best.cell_id}")
+    best, lost = None, []
+    for cell, mine in _by(rows, p["ours"]).items():
+        ref = _by(rows, ref_name).get(cell)
+        if ref is None or not _fin(ref.mean["energy_j_per_req"]) or ref.mean["energy_j_per_req"] <= 0:
+            continue
+        if mine.mean["timely_accuracy"] < ref.mean["timely_accuracy"] - EQUAL_ACCURACY_PP / 100:
+            lost.append(f"{_cell_label(mine)}: {mine.mean['timely_accuracy']:.3f} vs {ref.mean['timely_accuracy']:.3f}")
+            continue
+        saving = 1 - mine.mean["energy_j_per_req"] / ref.mean["energy_j_per_req"]
+        if best is None or saving > best[0]:
+            best = (saving, mine, ref)
+    return best, lost
+
+
+def _appeal_energy(rows, p):
+    best, lost = _appeal_best(rows, p)
+    ref_name = p.get("reference", "cloud-only")
+    if best is None:
+        return f"no setting kept accuracy within {EQUAL_ACCURACY_PP:g} pp of {ref_name}"
+    saving, mine, ref = best
+    return (f"{saving:.0%} device energy saved vs {ref_name} at accuracy {mine.mean['timely_accuracy']:.3f} "
+            f"(vs {ref.mean['timely_accuracy']:.3f}) at {_cell_label(mine)}")
+
+
+def _appeal_energy_verdict(rows, p):
+    best, lost = _appeal_best(rows, p)
+    if best is None:
+        return "no", (f"every setting lost more than {EQUAL_ACCURACY_PP:g} pp accuracy vs "
+                      f"{p.get('reference', 'cloud-only')} ({'; '.join(lost) or 'nothing measured'})")
+    saving, mine, ref = best
+    values = (f"energy {_pm(mine.mean['energy_j_per_req'], mine.ci['energy_j_per_req'])} vs "
+              f"{_pm(ref.mean['energy_j_per_req'], ref.ci['energy_j_per_req'])} J/req ({saving:.0%} saved), "
+              f"accuracy (all requests) {_pm(mine.mean['timely_accuracy'], mine.ci['timely_accuracy'])} vs "
+              f"{_pm(ref.mean['timely_accuracy'], ref.ci['timely_accuracy'])} at {_cell_label(mine)}")
+    return significance(mine, ref, "energy_j_per_req", higher_better=False), values
+
+
+def _appeal_gate(rows, p):
+    """q(x) vs max-softmax gating at equal appeal rates: emulated accuracy, and the card's test-set view."""
+    parts = []
+    for cell, mine in sorted(_by(rows, p["ours"]).items()):
+        other = _by(rows, "softmax-gate").get(cell)
+        if other is not None:
+            parts.append(f"{_cell_label(mine)}: {mine.mean['timely_accuracy']:.3f} vs {other.mean['timely_accuracy']:.3f}")
+    text = "accuracy (all requests) q-gate vs softmax-gate [" + "; ".join(parts) + "]" if parts else "n/a (no softmax-gate)"
+    card = next((c for cards in p.get("_cards", {}).values() for c in cards.values() if c.get("appeal")), None)
+    if card:
+        auroc = card["appeal"].get("auroc_edge_correct", {})
+        rates = "; ".join(f"{t['appeal_rate']:g}: {t['q_gate_accuracy']:.3f} vs {t['softmax_gate_accuracy']:.3f}"
+                          for t in card["appeal"].get("tradeoff", []) if 0 < t["appeal_rate"] < 1)
+        text += (f"; test set (card, all test images): AUROC for 'edge is right' q {auroc.get('q')} vs max-softmax "
+                 f"{auroc.get('max_softmax')}, accuracy at appeal rate [{rates}]")
+    return text
+
+
+def _model_ratios(p) -> dict | None:
+    """Dense/sparse parameter (= fp32 storage) and FLOP ratios and final-exit test accuracy, from the cards."""
+    cards = p.get("_cards", {})
+    sparse = next(iter(cards.get(p["ours"], {}).values()), None)
+    dense = next(iter(cards.get(p["baselines"][0], {}).values()), None) if p["baselines"] else None
+    if not sparse or not dense:
+        return None
+    device_ms = None
+    if p.get("_device_profile"):
+        from testbed.devices import get_profile
+        from testbed.models.registry import build_model
+
+        hardware = get_profile(p["_device_profile"])
+        device_ms = tuple(hardware.model_costs(build_model(c["model"], **c["model_kwargs"]).eval(),
+                                               tuple(c["dataset"]["input_shape"]))["full_ms"] for c in (sparse, dense))
+    return {"storage": dense["params_total"] / sparse["params_total"], "device_ms": device_ms,
+            "flops": dense["flops_backbone_and_final_exit"] / sparse["flops_backbone_and_final_exit"],
+            "accuracy_pp": 100 * (sparse["exits"][-1]["test_accuracy"] - dense["exits"][-1]["test_accuracy"]),
+            "test_images": (sparse.get("dataset") or {}).get("sizes", {}).get("test")}
+
+
+SPARSITY_TARGET = 4.0  # the paper's ">4x" storage and compute reduction
 
 
 def _sparsity(rows, p):
-    cards = p.get("_cards", {})
     parts = []
-    if len(cards) >= 2:
-        dense, sparse = cards.get(p["baselines"][0]), cards.get(p["ours"])
-        for key in ("params", "flops", "size_bytes"):
-            if dense and sparse and dense.get(key) and sparse.get(key):
-                parts.append(f"{key} {dense[key] / sparse[key]:.2f}x smaller")
-    d, cell = _best_diff(rows, p["ours"], p["baselines"], "accuracy")
-    parts.append(f"accuracy {d * 100:+.1f} pp sparse vs dense" if _fin(d) else "accuracy n/a")
-    if len(cards) < 2:
+    ratios = _model_ratios(p)
+    if ratios:
+        parts.append(f"storage (fp32 parameters) {ratios['storage']:.2f}x and FLOPs {ratios['flops']:.2f}x "
+                     f"smaller; final-exit test accuracy {ratios['accuracy_pp']:+.2f} pp (model cards)")
+    else:
         parts.append("model cards not found in the results (compute/storage ratio from `testbed models card`)")
+    d, _ = _best_diff(rows, p["ours"], p["baselines"], "accuracy")
+    parts.append(f"emulated run: accuracy {d * 100:+.1f} pp sparse vs dense" if _fin(d) else "accuracy n/a")
+    if ratios and ratios.get("device_ms"):
+        sparse_ms, dense_ms = ratios["device_ms"]
+        parts.append(f"whole network on the emulated {p.get('_device_profile')}: {sparse_ms:.2f} vs {dense_ms:.2f} ms "
+                     f"(device profile's cost model)")
     return "; ".join(parts)
+
+
+def _sparsity_verdict(rows, p):
+    ratios = _model_ratios(p)
+    if not ratios:
+        return "n/a", "no model cards in the results"
+    reasons = [f"{what} {ratios[what]:.2f}x < {SPARSITY_TARGET:g}x" for what in ("storage", "flops")
+               if ratios[what] < SPARSITY_TARGET]
+    if ratios["accuracy_pp"] < -EQUAL_ACCURACY_PP:
+        reasons.append(f"accuracy {ratios['accuracy_pp']:+.2f} pp (more than {EQUAL_ACCURACY_PP:g} pp lost)")
+    values = (f"storage {ratios['storage']:.2f}x, FLOPs {ratios['flops']:.2f}x, accuracy {ratios['accuracy_pp']:+.2f} pp"
+              f" on {ratios['test_images'] or 'the'} test images (cards)")
+    if not reasons:
+        return "yes", values
+    direction = all(ratios[w] > 1 for w in ("storage", "flops"))
+    return (f"{'smaller, but ' if direction else ''}no: {'; '.join(reasons)}"), values
 
 
 def _device_aware(rows, p):
@@ -208,19 +314,25 @@ CLAIMS: dict[str, list[Claim]] = {
               ("goodput_rps", True))],
     "spinn-outage": [
         Claim("robust under uncertain connectivity: the device keeps answering from local exits when the server "
-              "is unreachable", "qualitative [S abstract]; time series with connectivity loss [R]", _spinn_outage)],
+              "is unreachable", "qualitative [S abstract]; time series with connectivity loss [R]", _spinn_outage,
+              ("outage_availability", True), against=["cloud-only"])],
     "spinn-server-cost": [
         Claim("server cost vs cloud-centric execution", "up to 6.8x lower [S abstract]", _spinn_server,
               ("cloud_ms_per_req", False))],
     "appealnet-threshold": [
-        Claim("energy savings without sacrificing accuracy", ">40% (DAC'21) / >80% (arXiv v1) [S abstract]",
-              _appeal_energy)],
+        Claim("energy savings without sacrificing accuracy (vs cloud-only, accuracy within 1 pp)",
+              ">40% (DAC'21) / >80% (arXiv v1) [S abstract]", _appeal_energy, verdict=_appeal_energy_verdict),
+        Claim("the appeal head q(x) gates better than the little network's softmax confidence (same pair, equal "
+              "appeal rate)", "qualitative: softmax confidence 'is known to be inaccurate' [S arXiv v1]",
+              _appeal_gate, ("timely_accuracy", True), against=["softmax-gate"])],
     "sparsity": [
-        Claim("storage and compute reduction with predefined sparsity, same accuracy", ">4x [S abstract]",
-              _sparsity)],
+        Claim("storage and compute reduction with predefined sparsity, same accuracy (within 1 pp)",
+              ">4x [S abstract]", _sparsity, verdict=_sparsity_verdict)],
     "device-aware": [
         Claim("device-aware selection meets latency targets across heterogeneous devices without per-device "
-              "search (latency monotonicity)", "qualitative [S abstract]; no single headline number", _device_aware)],
+              "search (latency monotonicity): proxy-based selection misses fewer deadlines than one network "
+              "for every device", "qualitative [S abstract]; no single headline number", _device_aware,
+              ("deadline_miss_rate", False), against=["one-size"])],
 }
 
 
@@ -256,7 +368,8 @@ def paper_figure(rows: list[Row], p: dict, out_dir: Path, name: str) -> list[Pat
         xs = _x_of(x_axis) if x_axis else None
         if xs is not None and any(xs(r) is not None for r in rows):
             figures._errorbar_lines(ax, rows, xs, metric, colors)
-            ax.set_xlabel("mean uplink trace bandwidth (Mbit/s)" if x_axis == "uplink_mbps" else x_axis)
+            ax.set_xlabel("mean uplink trace bandwidth (Mbit/s)" if x_axis == "uplink_mbps"
+                          else p.get("x_label") or x_axis.split(".")[-1])
         else:  # no numeric axis: bars per strategy, with the 95 % CI when there is a single cell
             means = [np.nanmean([r.mean[metric] for r in rows if r.strategy == s]) for s in labels]
             cis = [_single_ci(rows, s, metric) for s in labels]
@@ -282,15 +395,50 @@ def _single_ci(rows: list[Row], strategy: str, metric: str) -> float:
     return mine[0].ci[metric] if len(mine) == 1 else math.nan
 
 
-def _cards(rows: list[Row]) -> dict[str, dict]:
-    """Model cards copied into unit folders (``model_card.json`` / ``card.json``), by strategy."""
+def plan_mix_table(rows: list[Row]) -> list[str]:
+    """Per strategy: where its requests were answered, the splits it offloaded at, its p50 latency."""
+    by_strategy: dict[str, list[dict]] = {}
+    for r in rows:
+        for u in r.units:
+            by_strategy.setdefault(r.strategy, []).extend(u.records)
+    out = ["| strategy | requests | answered on the device | offloaded | fallback exit | timed out / failed | "
+           "offloaded at (share of offloads) | late paced results |", "|---|---|---|---|---|---|---|---|"]
+    for strategy, records in sorted(by_strategy.items()):
+        n = len(records) or 1
+        outcomes = Counter(rec.get("outcome") for rec in records)
+        splits = Counter(str(rec.get("split")) for rec in records if rec.get("outcome") == "cloud")
+        offloads = sum(splits.values())
+        top = ", ".join(f"{s} {c / offloads:.0%}" for s, c in splits.most_common(2)) if offloads else "-"
+        paced = [rec for rec in records if rec.get("pace_late") is not None]
+        late = f"{sum(bool(rec['pace_late']) for rec in paced) / len(paced):.0%}" if paced else "-"
+        out.append(f"| {strategy} | {len(records)} | {outcomes['device_exit'] / n:.0%} | {outcomes['cloud'] / n:.0%} | "
+                   f"{outcomes['fallback_exit'] / n:.0%} | {(outcomes['timeout'] + outcomes['failed']) / n:.0%} | "
+                   f"{top} | {late} |")
+    return out
+
+
+def _sessions(rows: list[Row]) -> dict[str, dict]:
+    """One device session config (``session-<device>.json``) per strategy."""
     out = {}
     for r in rows:
         for u in r.units:
-            for name in ("model_card.json", "card.json"):
-                path = u.path / name
-                if path.exists() and r.strategy not in out:
-                    out[r.strategy] = json.loads(path.read_text())
+            session = next(iter(sorted(u.path.glob("session-*.json"))), None)
+            if session is not None and r.strategy not in out:
+                out[r.strategy] = json.loads(session.read_text())
+    return out
+
+
+def _cards(sessions: dict[str, dict]) -> dict[str, dict[str, dict]]:
+    """strategy -> model -> the card of the checkpoint its device sessions loaded."""
+    from testbed.models.train import CheckpointError, read_card
+
+    out: dict[str, dict[str, dict]] = {}
+    for strategy, cfg in sessions.items():
+        for model, directory in (cfg.get("models") or {}).items():
+            try:
+                out.setdefault(strategy, {})[model] = read_card(directory)
+            except (CheckpointError, OSError, ValueError):
+                continue
     return out
 
 
@@ -304,7 +452,9 @@ def reproduce_report(results_dir: str | Path) -> Comparison:
              "baselines": [s["label"] for s in manifest["strategies"][1:]]}
     p.setdefault("baselines", [])
     rows = aggregate(load_units(run_dir))
-    p["_cards"] = _cards(rows)
+    sessions = _sessions(rows)
+    p["_cards"] = _cards(sessions)
+    p["_device_profile"] = next((c.get("device_profile") for c in sessions.values() if c.get("device_profile")), None)
     figs = paper_figure(rows, p, run_dir / "figures", name)
     claims = CLAIMS.get(p.get("claim", name), [])
     lines = [f"# {name}: our measurement vs the paper", "",
@@ -312,10 +462,12 @@ def reproduce_report(results_dir: str | Path) -> Comparison:
              "| claim | paper | ours (this run) | direction holds? | measured (mean ± 95 % CI) |",
              "|---|---|---|---|---|"]
     for c in claims:
-        verdict, values = direction_verdict(rows, p, *c.direction) if c.direction else ("see values", "")
+        verdict, values = c.decide(rows, p)
         lines.append(f"| {c.claim} | {c.paper} | {c.measure(rows, p)} | {verdict} | {values} |")
     if not claims:
         lines.append(f"| (no claims registered for {p.get('claim', name)!r}) | | | | |")
+    lines += ["", "How each strategy ran (all cells and repeats pooled; the measured reason behind the verdicts):", "",
+              *plan_mix_table(rows)]
     caps = manifest.get("capabilities", {})
     diffs = list(p.get("differences") or [])
     if caps.get("netem") is False:

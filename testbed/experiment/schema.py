@@ -27,7 +27,8 @@ Sweep axes (the run's cells are their cartesian product, in file order):
 * ``bandwidth_scale``: multiplies every traced link's rates (after the other transforms);
 * ``trace``: replaces the trace of the experiment's one traced link (or of ``sweep_link``);
 * any dotted key path into ``params``, ``traces``, ``workload``, ``sla``, ``model``, ``data``,
-  ``devices`` or ``strategies.<label>.params``, e.g. ``params.n_devices`` or ``sla.latency_s``.
+  ``devices`` or ``strategies.<label>.params``, e.g. ``params.n_devices`` or ``sla.latency_s``;
+  ``strategies.<a>+<b>.params.<key>`` sets the same parameter of several strategies (compared at equal settings).
 """
 
 from __future__ import annotations
@@ -373,17 +374,15 @@ def build_traces(specs: dict, where: str, base: Path | None, extra_scale: float 
 # ---------------------------------------------------------------------------- sweep
 def _set_path(cfg: dict, path: str, value: Any, strategies: dict[str, dict]) -> None:
     parts = path.split(".")
-    if parts[0] == "strategies":
-        target = strategies[parts[1]].setdefault("params", {})
-        parts = parts[3:]
-    else:
-        target = cfg
-        if len(parts) == 1:
-            cfg[parts[0]] = copy.deepcopy(value)
-            return
-        target = cfg.setdefault(parts[0], {})
-        parts = parts[1:]
-    for p in parts[:-1]:
+    if parts[0] == "strategies":  # strategies.<label>[+<label>...].params.<key>
+        for label in parts[1].split("+"):
+            strategies[label].setdefault("params", {})[parts[3]] = copy.deepcopy(value)
+        return
+    if len(parts) == 1:
+        cfg[parts[0]] = copy.deepcopy(value)
+        return
+    target = cfg.setdefault(parts[0], {})
+    for p in parts[1:-1]:
         target = target.setdefault(p, {})
     target[parts[-1]] = copy.deepcopy(value)
 
@@ -558,8 +557,9 @@ def parse_experiment(raw: Any, src: str = "<dict>", base: Path | None = None) ->
                        f"{', '.join(SWEEPABLE_ROOTS)} (e.g. params.n_devices, sla.latency_s)")
         elif root == "strategies":
             parts = axis.split(".")
-            if len(parts) != 4 or parts[2] != "params" or parts[1] not in labels:
-                raise _err(src, where, f"strategy axes are strategies.<label>.params.<key>; labels: "
+            if len(parts) != 4 or parts[2] != "params" or not set(parts[1].split("+")) <= labels:
+                raise _err(src, where, f"strategy axes are strategies.<label>.params.<key> (or "
+                           f"<label>+<label>... to set the same parameter of several); labels: "
                            f"{', '.join(sorted(labels))}")
         elif root == "workload":
             key = axis.split(".", 1)[1] if "." in axis else ""

@@ -193,7 +193,7 @@ class DeviceAgent:
         est = self.current_estimates(time.monotonic())
         return new_record(
             request_id=request_id, device=self.device, strategy=self.strategy.name,
-            t_arrival=arrival - self.t0, deadline_s=self.deadline_s, label=int(label),
+            model=(plan.model or self.session_model) if plan else None, t_arrival=arrival - self.t0, deadline_s=self.deadline_s, label=int(label),
             split=plan.split if plan else None, codec=plan.codec if plan else None,
             est_bw_mbps=round(est.bw_up_mbps, 4), est_rtt_ms=round(est.rtt_ms, 3),
             bytes_up=0, bytes_down=0, device_compute_s=0.0, encode_s=None, decode_s=None, transfer_s=None,
@@ -251,6 +251,8 @@ class DeviceAgent:
         if plan.appeal_threshold is not None:
             with torch.no_grad():
                 logits, q = model.forward_with_appeal(x)
+                if plan.appeal_score == "max-softmax":
+                    q = torch.softmax(logits, 1).amax(1)
             compute_s = self.device_time_s(model_name, time.monotonic() - t_c0)
             if float(q[0]) >= plan.appeal_threshold:
                 def answer():

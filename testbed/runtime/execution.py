@@ -107,7 +107,8 @@ def _validation_outputs(model, card: dict, val_x: np.ndarray, val_y: np.ndarray)
     y = torch.from_numpy(val_y)
     if hasattr(model, "forward_with_appeal"):
         logits, q = model.forward_with_appeal(x)
-        return {"appeal_q": q.numpy(), "edge_correct": (logits.argmax(1) == y).numpy()}
+        return {"appeal_q": q.numpy(), "edge_confidence": F.softmax(logits, 1).max(1).values.numpy(),
+                "edge_correct": (logits.argmax(1) == y).numpy()}
     from testbed.models.train import exit_logits
 
     logits = exit_logits(model, x)
@@ -115,6 +116,9 @@ def _validation_outputs(model, card: dict, val_x: np.ndarray, val_y: np.ndarray)
                             for lg, t in zip(logits, temperatures(card), strict=True)], axis=1)
     correct = np.stack([(lg.argmax(1) == y).numpy() for lg in logits], axis=1)
     return {"confidences": confidences, "correct": correct}
+
+
+VALIDATION_OUTPUTS_VERSION = b"2"  # bump when _validation_outputs returns other arrays (v2: edge_confidence)
 
 
 def validation_outputs(model, card: dict, val_x: np.ndarray, val_y: np.ndarray,
@@ -132,7 +136,7 @@ def validation_outputs(model, card: dict, val_x: np.ndarray, val_y: np.ndarray,
     folder = Path(checkpoint_dir).resolve() if checkpoint_dir else None
     if folder is None or not os.access(folder, os.W_OK) or folder.is_relative_to(SHIPPED_DIR):
         return _validation_outputs(model, card, val_x, val_y)
-    key = hashlib.sha256()
+    key = hashlib.sha256(VALIDATION_OUTPUTS_VERSION)
     for part in sorted(folder.glob("*.pt")) + [folder / "card.json"]:
         if part.exists():
             key.update(part.read_bytes())
@@ -166,7 +170,8 @@ def build_profile(name: str, model, card: dict, val_x: np.ndarray, val_y: np.nda
         return ModelProfile(name=name, split_points=[INPUT, "edge"], device_ms={INPUT: 0.0, "edge": full},
                             cloud_ms={INPUT: full, "edge": 0.0}, split_bytes={}, exit_after=["edge"],
                             exit_accuracy=[float(edge_correct.mean())],
-                            appeal_q=outputs["appeal_q"], edge_correct=edge_correct, kind="appeal",
+                            appeal_q=outputs["appeal_q"], edge_confidence=outputs["edge_confidence"],
+                            edge_correct=edge_correct, kind="appeal",
                             extra={"device_ms_measured": full})
     profiles = card.get("profiles") or {}
     device, cloud = profiles.get("device"), profiles.get("cloud")

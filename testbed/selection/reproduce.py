@@ -191,7 +191,7 @@ def reproduce_selection(out: str | Path | None = None, proxy: str = "pixel3", ta
                         adaptation: int = 30, proxy_sweep: bool = True) -> dict:
     """The selection experiment for ``proxy``; ``proxy_sweep`` adds every device as proxy (summary only)."""
     table = table or load_measurements()
-    out = Path(out) if out else OUT_ROOT / "device-aware"
+    out = Path(out) if out else OUT_ROOT / "device-aware-selection"
     out.mkdir(parents=True, exist_ok=True)
     cache = load_accuracies(accuracy_json)
     accuracy = {i: c["accuracy"] for i, c in cache["candidates"].items()}

@@ -46,7 +46,9 @@ class Plan:
     right-sizing; None = final classifier). ``exit_threshold``: device exits up to the split answer
     as soon as their calibrated confidence reaches it (progressive inference); None = no early exits.
     ``fallback``: on timeout/disconnection answer with the best exit computed so far.
-    ``appeal_threshold``: AppealNet mode, appeal to ``cloud_model`` when q(x) < threshold.
+    ``appeal_threshold``: AppealNet mode, appeal to ``cloud_model`` when the edge's score < threshold;
+    ``appeal_score``: which score, ``appeal`` (the edge's q(x) head) or ``max-softmax`` (its classifier's
+    confidence: the gating baseline AppealNet is compared with).
     """
 
     split: str
@@ -58,6 +60,7 @@ class Plan:
     model: str | None = None  # None: the session's model
     cloud_model: str | None = None  # None: the same model's tail
     appeal_threshold: float | None = None
+    appeal_score: str = "appeal"
     note: str = ""
 
 
@@ -69,7 +72,8 @@ class ModelProfile:
     ``split_bytes[s][codec_key]``: mean wire bytes of the features at ``s``.
     ``confidences[n, e]``/``correct[n, e]``: calibrated max-softmax and correctness of exit ``e``
     on validation samples (progressive-inference statistics, SPINN's offline profiler).
-    AppealNet edge models fill ``appeal_q``, ``edge_correct`` and ``cloud_correct`` instead.
+    AppealNet edge models fill ``appeal_q``, ``edge_confidence`` (max-softmax), ``edge_correct`` and
+    ``cloud_correct`` instead.
     """
 
     name: str
@@ -83,6 +87,7 @@ class ModelProfile:
     confidences: np.ndarray | None = None
     correct: np.ndarray | None = None
     appeal_q: np.ndarray | None = None
+    edge_confidence: np.ndarray | None = None
     edge_correct: np.ndarray | None = None
     cloud_correct: np.ndarray | None = None
     kind: str = "early-exit"  # or "appeal"
