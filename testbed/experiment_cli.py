@@ -152,7 +152,8 @@ def reproduce_cmd(args) -> int:
             print(comparison.text)
             print(f"paper figure: {', '.join(str(p) for p in comparison.figures)}\ncomparison: {comparison.path}")
             if args.docs:
-                print(f"docs: {publish_reproduction(name, run_dir, comparison, Path(args.docs), time.monotonic() - t0)}")
+                wall_s = None if args.report_only else time.monotonic() - t0
+                print(f"docs: {publish_reproduction(name, run_dir, comparison, Path(args.docs), wall_s)}")
             timings.append((name, time.monotonic() - t0, "ok"))
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -205,6 +206,10 @@ def publish_reproduction(name: str, run_dir: Path, comparison, docs: Path, wall_
             shutil.copy2(figure, target / Path(figure).name)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     caps = manifest.get("capabilities", {})
+    previous = target / "manifest-summary.json"
+    if wall_s is None and previous.is_file():  # --report-only: keep the wall time the run itself took
+        before = json.loads(previous.read_text())
+        wall_s = before.get("wall_s") if before.get("run_dir") == str(run_dir) else None
     summary = {
         "experiment": name, "run_dir": str(run_dir), "status": manifest.get("status"),
         "git": manifest.get("git"), "machine": manifest.get("machine"),

@@ -131,7 +131,9 @@ def direction_verdict(rows: list[Row], p: dict, metric: str, higher_better: bool
 
 
 def _pm(mean: float, ci: float) -> str:
-    return f"{mean:.3g} ± {ci:.2g}" if _fin(ci) else f"{mean:.3g}"
+    if not _fin(ci):
+        return f"{mean:.3g}"
+    return f"{mean:.3g} ± {ci:.2g}" if abs(ci) > 1e-9 * max(1.0, abs(mean)) else f"{mean:.3g} ± 0"  # float noise
 
 
 def _spinn_throughput(rows, p):
@@ -402,7 +404,7 @@ def plan_mix_table(rows: list[Row]) -> list[str]:
         for u in r.units:
             by_strategy.setdefault(r.strategy, []).extend(u.records)
     out = ["| strategy | requests | answered on the device | offloaded | fallback exit | timed out / failed | "
-           "offloaded at (share of offloads) | late paced results |", "|---|---|---|---|---|---|---|---|"]
+           "offloaded at (share of offloads) | paced results > 1 ms late (device or server) |", "|---|---|---|---|---|---|---|---|"]
     for strategy, records in sorted(by_strategy.items()):
         n = len(records) or 1
         outcomes = Counter(rec.get("outcome") for rec in records)
