@@ -174,28 +174,29 @@ def test_claim_table_says_whether_the_direction_holds_and_docs_get_figure_table_
     assert "| no | 2 | - |" in index  # verdict, repeats, no paced devices in the fake sessions
 
 
-def test_claims_no_single_metric_decides_get_a_verdict_with_the_measured_reason(tmp_path):
+def claim_row(tmp_path, run: str, strategies: list[str], paper: dict, starts: str) -> str:
+    """The claim-table row starting with ``starts`` of a 2-repeat fake run of ``strategies``."""
     from testbed.analysis.paper import reproduce_report
 
+    exp = write_exp(tmp_path, strategies=strategies, repeats=2, paper=paper)
+    comp = reproduce_report(run_experiment(exp, out=tmp_path / run, session=fake_session, progress=False))
+    return next(line for line in comp.text.splitlines() if line.startswith(starts))
+
+
+def test_claims_no_single_metric_decides_get_a_verdict_with_the_measured_reason(tmp_path):
     # fake_session: cloud-only spends half device-only's energy per request but times out in the 5-8 s
     # outage, so its accuracy is ~30 points lower: "energy saved without sacrificing accuracy" fails.
-    exp = write_exp(tmp_path, strategies=["cloud-only", "device-only"], repeats=2,
-                    paper={"claim": "appealnet-threshold", "ours": "cloud-only", "reference": "device-only",
-                           "baselines": ["device-only"], "y": ["energy_j_per_req"]})
-    comp = reproduce_report(run_experiment(exp, out=tmp_path / "r", session=fake_session, progress=False))
-    row = next(line for line in comp.text.splitlines() if line.startswith("| energy savings"))
+    row = claim_row(tmp_path, "r", ["cloud-only", "device-only"],
+                    {"claim": "appealnet-threshold", "ours": "cloud-only", "reference": "device-only",
+                     "baselines": ["device-only"], "y": ["energy_j_per_req"]}, "| energy savings")
     assert "| no | every setting lost more than 1 pp accuracy vs device-only" in row, row
     # The other way round accuracy holds but energy is higher: the CIs say no.
-    exp = write_exp(tmp_path, strategies=["device-only", "cloud-only"], repeats=2,
-                    paper={"claim": "appealnet-threshold", "ours": "device-only", "reference": "cloud-only",
-                           "baselines": ["cloud-only"], "y": ["energy_j_per_req"]})
-    comp = reproduce_report(run_experiment(exp, out=tmp_path / "r2", session=fake_session, progress=False))
-    row = next(line for line in comp.text.splitlines() if line.startswith("| energy savings"))
+    row = claim_row(tmp_path, "r2", ["device-only", "cloud-only"],
+                    {"claim": "appealnet-threshold", "ours": "device-only", "reference": "cloud-only",
+                     "baselines": ["cloud-only"], "y": ["energy_j_per_req"]}, "| energy savings")
     assert "| no | energy 0.02 ± 0 vs 0.01 ± 0 J/req (-100% saved)" in row, row
     # A direction checked against one named baseline only (outage answers vs cloud-only).
-    exp = write_exp(tmp_path, strategies=["device-only", "cloud-only"], repeats=2,
-                    paper={"claim": "spinn-outage", "ours": "device-only", "baselines": ["cloud-only"],
-                           "y": ["outage_availability"]})
-    comp = reproduce_report(run_experiment(exp, out=tmp_path / "r3", session=fake_session, progress=False))
-    row = next(line for line in comp.text.splitlines() if line.startswith("| robust"))
+    row = claim_row(tmp_path, "r3", ["device-only", "cloud-only"],
+                    {"claim": "spinn-outage", "ours": "device-only", "baselines": ["cloud-only"],
+                     "y": ["outage_availability"]}, "| robust")
     assert "| yes | device-only 1 ± 0 vs cloud-only 0 ± 0" in row, row

@@ -27,6 +27,7 @@ import numpy as np
 from testbed.analysis import figures
 from testbed.analysis.metrics import COLUMNS, Row, aggregate, load_units
 from testbed.analysis.report import find_run_dir
+from testbed.runtime.session import pacing_summary
 
 
 def _by(rows: list[Row], strategy: str) -> dict[str, Row]:
@@ -344,6 +345,7 @@ class Comparison:
     text: str
     path: Path
     figures: list[Path] = field(default_factory=list)
+    claims: list[dict] = field(default_factory=list)  # {claim, paper, ours, verdict, values}: the table's rows
 
 
 def _x_of(axis: str) -> Callable[[Row], float | None]:
@@ -411,8 +413,8 @@ def plan_mix_table(rows: list[Row]) -> list[str]:
         splits = Counter(str(rec.get("split")) for rec in records if rec.get("outcome") == "cloud")
         offloads = sum(splits.values())
         top = ", ".join(f"{s} {c / offloads:.0%}" for s, c in splits.most_common(2)) if offloads else "-"
-        paced = [rec for rec in records if rec.get("pace_late") is not None]
-        late = f"{sum(bool(rec['pace_late']) for rec in paced) / len(paced):.0%}" if paced else "-"
+        pacing = pacing_summary(records)
+        late = f"{pacing['late_fraction']:.0%}" if pacing else "-"
         out.append(f"| {strategy} | {len(records)} | {outcomes['device_exit'] / n:.0%} | {outcomes['cloud'] / n:.0%} | "
                    f"{outcomes['fallback_exit'] / n:.0%} | {(outcomes['timeout'] + outcomes['failed']) / n:.0%} | "
                    f"{top} | {late} |")
@@ -463,9 +465,12 @@ def reproduce_report(results_dir: str | Path) -> Comparison:
              f"Run `{run_dir}` (status {manifest.get('status')}), seeds {manifest.get('seeds')}.", "",
              "| claim | paper | ours (this run) | direction holds? | measured (mean ± 95 % CI) |",
              "|---|---|---|---|---|"]
+    verdicts = []
     for c in claims:
         verdict, values = c.decide(rows, p)
-        lines.append(f"| {c.claim} | {c.paper} | {c.measure(rows, p)} | {verdict} | {values} |")
+        verdicts.append({"claim": c.claim, "paper": c.paper, "ours": c.measure(rows, p), "verdict": verdict,
+                         "values": values})
+        lines.append("| " + " | ".join(verdicts[-1].values()) + " |")
     if not claims:
         lines.append(f"| (no claims registered for {p.get('claim', name)!r}) | | | | |")
     lines += ["", "How each strategy ran (all cells and repeats pooled; the measured reason behind the verdicts):", "",
@@ -481,4 +486,4 @@ def reproduce_report(results_dir: str | Path) -> Comparison:
     text = "\n".join(lines)
     path = run_dir / "paper_comparison.md"
     path.write_text(text)
-    return Comparison(text=text, path=path, figures=figs)
+    return Comparison(text=text, path=path, figures=figs, claims=verdicts)
