@@ -298,3 +298,33 @@ def test_validation_outputs_are_computed_once_per_checkpoint_and_data(tmp_path, 
     other = execution.build_profile("m", model, card, dataset.val.x[:50], dataset.val.y[:50], 1.0,
                                     checkpoint_dir=str(folder))
     assert other.confidences.shape[0] == 50 and len(list(folder.glob("val-outputs-*.npz"))) == 2
+    # A cached file without every array the model needs (an older version's) is recomputed, not returned.
+    (cached,) = [f for f in folder.glob("val-outputs-*.npz") if np.load(f)["correct"].shape[0] != 50]
+    np.savez(cached, confidences=first.confidences)
+    again = execution.build_profile("m", model, card, dataset.val.x, dataset.val.y, 1.0, checkpoint_dir=str(folder))
+    assert np.array_equal(first.correct, again.correct) and "correct" in np.load(cached).files
+
+
+def test_shipped_validation_outputs_are_hit_by_a_copy_of_the_checkpoint(tmp_path, monkeypatch):
+    """Agents run copies of shipped checkpoints; the shipped cache must match the key they compute, or every
+    fresh machine recomputes it (minutes for the NB201 candidates: past the agents' ready timeout)."""
+    import shutil
+
+    from testbed.data import load_dataset
+    from testbed.models.train import SHIPPED_DIR, checkpoint_dir
+    from testbed.runtime import execution
+    from testbed.selection.emulated import CANDIDATE_DATA
+
+    shipped = checkpoint_dir("nb201-1304", DataConfig(**CANDIDATE_DATA), TrainConfig(), None, SHIPPED_DIR)
+    (shipped_cache,) = shipped.glob("val-outputs-*.npz")
+    copy = tmp_path / shipped.name
+    shutil.copytree(shipped, copy)
+    model, card = load_checkpoint(copy)
+    dataset = load_dataset(CANDIDATE_DATA["name"], size=CANDIDATE_DATA["size"])
+
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{shipped_cache.name} was not hit: validation outputs recomputed")
+
+    monkeypatch.setattr(execution, "_validation_outputs", fail)
+    outputs = execution.validation_outputs(model, card, dataset.val.x, dataset.val.y, checkpoint_dir=copy)
+    assert np.array_equal(outputs["correct"], np.load(shipped_cache)["correct"])

@@ -118,7 +118,9 @@ def _validation_outputs(model, card: dict, val_x: np.ndarray, val_y: np.ndarray)
     return {"confidences": confidences, "correct": correct}
 
 
-VALIDATION_OUTPUTS_VERSION = b"2"  # bump when _validation_outputs returns other arrays (v2: edge_confidence)
+# The arrays _validation_outputs returns; a cached file missing one (written by an older version) is recomputed.
+APPEAL_OUTPUTS = frozenset({"appeal_q", "edge_confidence", "edge_correct"})
+EXIT_OUTPUTS = frozenset({"confidences", "correct"})
 
 
 def validation_outputs(model, card: dict, val_x: np.ndarray, val_y: np.ndarray,
@@ -129,14 +131,16 @@ def validation_outputs(model, card: dict, val_x: np.ndarray, val_y: np.ndarray,
     for resnet-ee-w2.0-d3 on Fashion-MNIST's 9,000 images) and is the same in every session, so
     the first agent computes it under a file lock and every later one (or a concurrent one,
     waiting on the lock) reads it. The key covers the weights, the card (temperatures) and the
-    validation arrays: other data or a retrained model never hit a stale entry.
+    validation arrays: other data or a retrained model never hit a stale entry. The key leaves out
+    which arrays are stored, so caches shipped with the checkpoints stay valid when an array is added;
+    a file without every array the model now needs is recomputed instead.
     """
     from testbed.models.train import SHIPPED_DIR
 
     folder = Path(checkpoint_dir).resolve() if checkpoint_dir else None
     if folder is None or not os.access(folder, os.W_OK) or folder.is_relative_to(SHIPPED_DIR):
         return _validation_outputs(model, card, val_x, val_y)
-    key = hashlib.sha256(VALIDATION_OUTPUTS_VERSION)
+    key = hashlib.sha256()
     for part in sorted(folder.glob("*.pt")) + [folder / "card.json"]:
         if part.exists():
             key.update(part.read_bytes())
@@ -147,7 +151,9 @@ def validation_outputs(model, card: dict, val_x: np.ndarray, val_y: np.ndarray,
         fcntl.flock(lock, fcntl.LOCK_EX)  # one computes, concurrent agents of a fleet wait for it
         with contextlib.suppress(OSError, ValueError, KeyError):
             with np.load(path) as cached:
-                return {name: cached[name] for name in cached.files}
+                needed = APPEAL_OUTPUTS if hasattr(model, "forward_with_appeal") else EXIT_OUTPUTS
+                if needed <= set(cached.files):
+                    return {name: cached[name] for name in cached.files}
         outputs = _validation_outputs(model, card, val_x, val_y)
         tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
         try:
