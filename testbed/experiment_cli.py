@@ -125,7 +125,9 @@ def reproduce_cmd(args) -> int:
     if args.name in data_only or args.name == "all":
         for name in data_only if args.name == "all" else [args.name]:
             print(f"== reproducing {name} (data only) ==")
-            result = data_only[name]()
+            # --docs '' means "publish nothing": the data-only tables then go with the run's output.
+            out = Path(args.docs) / name if args.docs else Path(args.out) / name
+            result = data_only[name](out=out)
             print(result["text"])
             print(f"files: {', '.join(str(p) for p in result['files'])}")
         if args.name != "all":

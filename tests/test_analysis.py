@@ -200,3 +200,19 @@ def test_claims_no_single_metric_decides_get_a_verdict_with_the_measured_reason(
                     {"claim": "spinn-outage", "ours": "device-only", "baselines": ["cloud-only"],
                      "y": ["outage_availability"]}, "| robust")
     assert "| yes | device-only 1 ± 0 vs cloud-only 0 ± 0" in row, row
+
+
+def test_one_repeat_verdict_calls_a_few_percent_neither_way():
+    """A quick run has no CI: 5.25 vs 5.23 req/s (0.4 % apart) must not read as 'the claim holds'."""
+    from testbed.analysis.metrics import Row
+    from testbed.analysis.paper import significance
+
+    def row(strategy, value, ci=math.nan):
+        return Row("c00", {}, strategy, 1, {"x": value}, {"x": ci}, [])
+
+    assert significance(row("a", 5.25), row("b", 5.23), "x", True).startswith("not shown (1 repeat")
+    assert significance(row("a", 35.4), row("b", 17.2), "x", True) == "yes (1 repeat, no CI)"
+    assert significance(row("a", 17.2), row("b", 35.4), "x", True) == "no (1 repeat)"
+    assert significance(row("a", 0.0), row("b", 6.0), "x", False) == "yes (1 repeat, no CI)"
+    # with repeats the CIs decide, however small the difference
+    assert significance(row("a", 5.25, 0.001), row("b", 5.23, 0.001), "x", True) == "yes"

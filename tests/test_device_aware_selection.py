@@ -153,6 +153,19 @@ def test_cli_lists_data_reproductions(capsys):
                                          report_only=None))
 
 
+def test_data_reproduction_with_docs_off_writes_under_out_only(tmp_path, capsys):
+    """`--docs ''` publishes nothing: the heatmap and its tables go under --out, docs/ is untouched."""
+    from testbed.experiment_cli import reproduce_cmd
+
+    published = SELECTION.parent / "device-monotonicity" / "manifest.json"
+    before = published.stat().st_mtime_ns
+    reproduce_cmd(argparse.Namespace(name="device-monotonicity", out=str(tmp_path), docs="", resume=None,
+                                     report_only=None, quick=False))
+    assert (tmp_path / "device-monotonicity" / "manifest.json").is_file()
+    assert published.stat().st_mtime_ns == before
+    assert str(tmp_path) in capsys.readouterr().out
+
+
 def test_arch_string_to_model_forward(table):
     nasbench201 = pytest.importorskip("testbed.models.nasbench201")
     import torch
