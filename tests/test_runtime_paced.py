@@ -58,8 +58,14 @@ def test_two_profiles_side_by_side_compute_at_their_own_speed(tmp_path, clean_ma
     """A Raspberry Pi 4 (64 ms per image) and a Jetson Nano (24 ms) in one network, each at its own speed."""
     profiles = {"device1": SLOW, "device2": OTHER}
     records, summary = run(tmp_path, "pair", TIMED, topology="topologies/fleet.yaml", params={"n_devices": 2},
-                           device_profile=profiles)
+                           device_profile=profiles, phase="staggered")
     assert summary["device_profile"] == profiles
+    # staggered phases: device i of N sends at (i/N + k)/fps, so the two never compute at once
+    for r in records:
+        offset = 0.0 if r["device"] == "device1" else 0.1
+        assert r["t_arrival"] == pytest.approx(offset + r["request_id"] / 5.0, abs=1e-6), r
+    loops = [json.loads((tmp_path / "pair" / f"records-{d}.jsonl.loop.json").read_text()) for d in profiles]
+    assert all(loop["realtime_compute"] == loop["paced"] for loop in loops), loops  # computes ran as SCHED_FIFO
     assert summary["pacing"]["paced_requests"] == len(records)
     medians = {}
     for device, profile in profiles.items():

@@ -91,6 +91,8 @@ def session_settings(exp: Experiment, cell: Cell, strategy: StrategySpec, repeat
     extra = {}
     if "mode" in workload:
         extra["workload"] = workload["mode"]
+    if "phase" in workload:
+        extra["phase"] = workload["phase"]
     if cfg.get("energy"):
         extra["energy"] = dict(cfg["energy"])
     data = data_source(cfg.get("data"), cfg.get("_base"))  # {name, root: absolute or None, limit}

@@ -91,7 +91,9 @@ TRACE_KEYS = {
 WORKLOAD_KEYS = {"fps": "requests per second per device (> 0)",
                  "duration_s": "seconds of workload per session (> 0)",
                  "deadline_s": "per-request deadline in seconds (> 0)",
-                 "mode": "open (fixed fps, default) or closed (next request when the last is answered)"}
+                 "mode": "open (fixed fps, default) or closed (next request when the last is answered)",
+                 "phase": "open loop: aligned (every device at t0 + k/fps, default) or staggered (device i of N "
+                          "at t0 + (i/N + k)/fps)"}
 SPECIAL_AXES = ("bandwidth_scale", "trace")
 SWEEPABLE_ROOTS = ("params", "traces", "workload", "sla", "model", "data", "devices", "strategies",
                    "device_profile")
@@ -504,6 +506,8 @@ def parse_experiment(raw: Any, src: str = "<dict>", base: Path | None = None) ->
     _unknown(src, "workload", workload, WORKLOAD_KEYS)
     if workload.get("mode", "open") not in ("open", "closed"):
         raise _err(src, "workload.mode", f"must be open or closed, got {workload['mode']!r}")
+    if workload.get("phase", "aligned") not in ("aligned", "staggered"):
+        raise _err(src, "workload.phase", f"must be aligned or staggered, got {workload['phase']!r}")
     for key in ("fps", "duration_s", "deadline_s"):
         if key not in workload:
             raise _err(src, f"workload.{key}", f"missing ({WORKLOAD_KEYS[key]})")
@@ -563,8 +567,9 @@ def parse_experiment(raw: Any, src: str = "<dict>", base: Path | None = None) ->
                            f"{', '.join(sorted(labels))}")
         elif root == "workload":
             key = axis.split(".", 1)[1] if "." in axis else ""
-            if key not in WORKLOAD_KEYS or key == "mode":
-                raise _err(src, where, f"workload axes are workload.{{{','.join(WORKLOAD_KEYS)}}}")
+            numeric = [k for k in WORKLOAD_KEYS if k not in ("mode", "phase")]
+            if key not in numeric:
+                raise _err(src, where, f"workload axes are workload.{{{','.join(numeric)}}}")
             for i, v in enumerate(values):
                 _number(src, f"{where}[{i}]", v)
         elif root == "device_profile":

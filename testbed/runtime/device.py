@@ -92,6 +92,7 @@ class DeviceAgent:
         self.device = config["device"]
         self.t0 = float(config.get("t0", 0.0))  # trace time 0 (monotonic); set from go.json at the start
         self.deadline_s = float(config["deadline_s"])
+        self.phase_s = float(config.get("phase_s", 0.0))  # open loop: first request this long after t0
         self.strategy = get_strategy(config["strategy"], config.get("strategy_params"))
         torch.set_num_threads(1)
         torch.manual_seed(config.get("seed", 0))
@@ -161,7 +162,7 @@ class DeviceAgent:
         self.resolved: set[int] = set()
         self.loop_stats = {"turns": 0, "max_gap_s": 0.0, "gaps_over_100ms": 0, "late_replies": 0,
                            "hopeless_frames": 0, "agent_expired": 0, "paced": 0, "pace_late": 0, "host_slower_than_profile": 0,
-                           "workload_start_s": None, "realtime_release": None}
+                           "workload_start_s": None, "realtime_release": None, "realtime_compute": 0}
 
     def apply_hardware(self, profile, model, card: dict, reference: bool) -> dict:
         """Give the strategies the device profile's times for ``model`` (and the server's, if any)."""
@@ -245,6 +246,9 @@ class DeviceAgent:
             record["split"] = record["codec"] = None
             self.finish(record, "timeout", arrival, 0.0)
             return
+        if self.hardware is not None:  # one emulated accelerator: run to completion (realtime.py);
+            # every path below ends in release(), which drops back to the default scheduler
+            self.loop_stats["realtime_compute"] += self.release_scheduling.compute()
         x = torch.from_numpy(image)
         t_c0 = time.monotonic()
         profile = self.profiles[model_name]
@@ -330,7 +334,7 @@ class DeviceAgent:
         try:
             held.release()
         finally:
-            self.release_scheduling.leave()  # the next compute runs under the default scheduler
+            self.release_scheduling.leave()  # the agent's loop (polls, sends) runs under the default scheduler
 
     def offload(self, record, arrival, deadline, label, plan, compute_s, features, fallback, meta) -> None:
         """Send the head's output to the cloud (at the instant the device part finished)."""
@@ -529,6 +533,13 @@ class DeviceAgent:
                 time.sleep(0.0005 if t_start - time.monotonic() < 0.01 else 0.005)
             self.loop_stats["workload_start_s"] = time.monotonic() - self.t0
             self.workload(t_start)
+            if self.cfg.get("workload", "open") == "open" and self.cfg.get("phase_s") is not None:
+                # Staggered fleets: the others' last requests are still computing; this agent's
+                # teardown (freeing hundreds of MB) would take their CPU. Leave when the last phase ends.
+                fps = float(self.cfg.get("fps", 5.0))
+                hold = t_start + float(self.cfg["duration_s"]) + 1.0 / fps + 0.05 - time.monotonic()
+                if hold > 0:
+                    time.sleep(min(hold, 2.0))
         finally:
             self.out.close()
             self.client.close()
@@ -590,7 +601,7 @@ class DeviceAgent:
                 generating = now < t_end
                 next_due = now + 0.02
             else:
-                due = t_start + next_id / fps
+                due = t_start + self.phase_s + next_id / fps
                 if next_id < total and now >= due and not device_busy:
                     self.process(next_id, due)
                     next_id += 1

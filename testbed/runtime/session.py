@@ -25,6 +25,14 @@ START_LEAD_S = 1.0  # agreed start (trace time 0) this long after every process 
 CPU_MODE = "cpu"
 
 
+PHASES = ("aligned", "staggered")
+
+
+def phase_offset_s(phase: str, index: int, n_devices: int, fps: float) -> float:
+    """Seconds after t0 of device ``index``'s first open-loop request (see ``SessionConfig.phase``)."""
+    return index / (n_devices * fps) if phase == "staggered" else 0.0
+
+
 @dataclass
 class SessionConfig:
     topology: str = "topologies/device-cloud.yaml"
@@ -47,6 +55,10 @@ class SessionConfig:
     devices: list[str] | None = None  # None: every device-role host
     # Optional extras (defaults keep the documented API unchanged):
     workload: str = "open"  # or "closed"
+    # Open loop: when each device's periodic requests fall. "aligned": every device at t0 + k/fps (all
+    # fire together: the worst case for a host that computes every device's tensors); "staggered":
+    # device i of N at t0 + (i/N + k)/fps, as independent cameras would be, the same in every strategy.
+    phase: str = "aligned"
     energy: dict = field(default_factory=dict)  # {"radio": "lte"|"wifi"|"3g", "compute_power_w": 2.0}
     model_cache_dir: str | None = None  # None: testbed.models default cache
     # Dataset options for every model of the session (``DataConfig`` fields: size, channels, ...);
@@ -254,6 +266,8 @@ def run_session(cfg: SessionConfig) -> SessionResult:
             raise ConfigError(key, f"must be a number > {low:g}, got {value!r}")
     if cfg.workload not in ("open", "closed"):
         raise ConfigError("workload", f"must be 'open' or 'closed', got {cfg.workload!r}")
+    if cfg.phase not in PHASES:
+        raise ConfigError("phase", f"must be one of {', '.join(PHASES)}, got {cfg.phase!r}")
     topology = load_topology(resolve_path(cfg.topology), params=cfg.params)
     cloud_names = topology.hosts_with_role("cloud")
     if not cloud_names:
@@ -333,6 +347,7 @@ def run_session(cfg: SessionConfig) -> SessionResult:
                     "strategy": cfg.strategy, "strategy_params": cfg.strategy_params, "fps": cfg.fps,
                     "duration_s": cfg.duration_s, "deadline_s": cfg.deadline_s, "sla": cfg.sla,
                     "seed": cfg.seed + index, "workload": cfg.workload, "energy": cfg.energy,
+                    "phase_s": phase_offset_s(cfg.phase, index, len(devices), cfg.fps),
                     "cpu": cpu_of[name], "proxy_ms": proxy_ms, "device_profile": profiles[name],
                     "server_profile": server_profile,
                     "load_delay_s": float(load_delay.get(name, 0.0) if isinstance(load_delay, dict) else load_delay),
