@@ -215,3 +215,43 @@ def test_bad_device_keys_name_the_key_and_list_profiles(device, count, where, wh
     assert str(err.value).startswith(f"topo.yaml: {where}") and what in str(err.value)
     if "known profiles" in str(err.value):
         assert "raspberry_pi4" in str(err.value).split("known profiles: ")[1]
+
+
+def test_a_change_whose_ack_was_lost_to_enobufs_is_sent_again():
+    """ENOBUFS (seen in the stock-kernel VM) leaves a change's outcome unknown: the idempotent change is
+    resent and its own ACK, not a stale one, ends the request. A kernel-side condition this host cannot
+    provoke on demand, so the socket is a scripted stand-in."""
+    import errno
+    import struct
+
+    def ack(seq, err=0):
+        return struct.pack("IHHII", 36, netlink.NLMSG_ERROR, 0, seq, 0) + struct.pack("i", err) + b"\0" * 16
+
+    class Scripted:
+        def __init__(self, replies):
+            self.replies, self.sent = list(replies), []
+
+        def send(self, data):
+            self.sent.append(struct.unpack_from("IHHII", data)[3])
+
+        def recv(self, _size):
+            reply = self.replies.pop(0)
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
+
+    sock = netlink.TcSocket.__new__(netlink.TcSocket)
+    sock.seq, sock.enobufs_retries = 0, 0
+    sock.sock = Scripted([OSError(errno.ENOBUFS, "No buffer space available"), ack(1), ack(2)])
+    sock._request(netlink.RTM_NEWQDISC, b"")
+    assert sock.sock.sent == [1, 2] and sock.enobufs_retries == 1  # ack(1) came late: ignored
+    # an ENOBUFS in the ACK itself is retried too; any other error is raised at once
+    sock.sock = Scripted([ack(3, -errno.ENOBUFS), ack(4)])
+    sock._request(netlink.RTM_NEWQDISC, b"")
+    sock.sock = Scripted([ack(5, -errno.EINVAL)])
+    with pytest.raises(netlink.NetlinkError, match="Invalid argument"):
+        sock._request(netlink.RTM_NEWQDISC, b"")
+    # and it gives up after ENOBUFS_RETRIES resends
+    sock.sock = Scripted([OSError(errno.ENOBUFS, "x")] * (netlink.ENOBUFS_RETRIES + 1))
+    with pytest.raises(OSError):
+        sock._request(netlink.RTM_NEWQDISC, b"")

@@ -268,6 +268,22 @@ def rtt_fidelity(up: list[Step], down: list[Step], sent_s: np.ndarray, rtts_ms: 
     return RttFidelity(np.array(starts), np.array(errors), int(len(sent_s)), baseline_ms)
 
 
+def rtt_walk(duration: float = 10.0, step: float = 0.1, seed: int = 13, rate_mbps: float = 50.0):
+    """A synthetic RTT trace: a new RTT every ``step`` s, a random walk (jumps up to 30 ms) reflected
+    inside 20..160 ms, at a constant rate. (A clipped walk sat at 160 ms for a third of its steps.)"""
+    from testbed.traces import Trace
+
+    rng = np.random.default_rng(seed)
+    n = int(round(duration / step))
+    rtt, x = np.empty(n), 80.0
+    for i, jump in enumerate(rng.uniform(-30, 30, n)):
+        x += jump
+        x = 320 - x if x > 160 else 40 - x if x < 20 else x
+        rtt[i] = round(x, 1)
+    return Trace(np.arange(n) * step, np.full(n, rate_mbps), np.full(n, rate_mbps), duration, rtt_ms=rtt,
+                 meta={"name": f"synthetic RTT random walk (new RTT every {step * 1e3:g} ms, 20-160 ms)"})
+
+
 def with_calibration(trace, seconds: float = 1.5, rtt_ms: float = 2.0):
     """``trace`` delayed by ``seconds`` of a fixed small RTT (its first rates): probes there measure what
     the kernel adds by itself in this very run (netem timer wake-ups, late on an emulated CPU)."""

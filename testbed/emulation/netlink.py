@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import socket
 import struct
@@ -49,6 +50,7 @@ AF_UNSPEC = 0
 # converts ticks to ns with << 6 (PSCHED_SHIFT), i.e. one tick is 64 ns.
 NS_PER_TICK = 64
 U32_MAX = 0xFFFFFFFF
+ENOBUFS_RETRIES = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _setns_lock = threading.Lock()
@@ -168,6 +170,7 @@ class TcSocket:
             self._ifindex_cache: dict[str, int] = {}
             self._netns_pid = netns_pid
         self.seq = 0
+        self.enobufs_retries = 0
 
     def close(self) -> None:
         self.sock.close()
@@ -179,6 +182,19 @@ class TcSocket:
         return self._ifindex_cache[ifname]
 
     def _request(self, msg_type: int, body: bytes) -> None:
+        """Send one change and wait for its ACK. A tc change sets a whole state, so it is idempotent:
+        when the kernel could not queue the ACK (ENOBUFS: seen under a starved, emulated CPU) the
+        outcome is unknown and the change is sent again."""
+        for attempt in range(ENOBUFS_RETRIES + 1):
+            try:
+                self._request_once(msg_type, body)
+                return
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS or attempt == ENOBUFS_RETRIES:
+                    raise
+                self.enobufs_retries += 1
+
+    def _request_once(self, msg_type: int, body: bytes) -> None:
         self.seq += 1
         header = struct.pack("IHHII", 16 + len(body), msg_type, NLM_F_REQUEST | NLM_F_ACK, self.seq, 0)
         self.sock.send(header + body)
