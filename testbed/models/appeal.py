@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from testbed.models.nets import ResNetEE
+from testbed.models.nets import ResNetEE, max_softmax
 
 
 class AppealEdgeNet(nn.Module):
@@ -74,13 +74,13 @@ def appeal_tradeoff(edge_logits: torch.Tensor, q: torch.Tensor, cloud_logits: to
     """System accuracy at fixed appeal rates, gating on q vs on the edge's max softmax (baseline)."""
     edge_correct = edge_logits.argmax(1) == labels
     cloud_correct = cloud_logits.argmax(1) == labels
-    max_softmax = F.softmax(edge_logits, 1).max(1).values
+    softmax_score = max_softmax(edge_logits)
     rows = []
     n = len(labels)
     for rate in appeal_rates:
         k = int(round(rate * n))
         row = {"appeal_rate": rate}
-        for gate_name, score in (("q_gate", q), ("softmax_gate", max_softmax)):
+        for gate_name, score in (("q_gate", q), ("softmax_gate", softmax_score)):
             appealed = torch.zeros(n, dtype=torch.bool)
             if k:
                 appealed[torch.argsort(score)[:k]] = True  # least confident go to the cloud

@@ -30,6 +30,12 @@ class ExitInfo:
     after: str
 
 
+def max_softmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Per-row confidence: the largest softmax probability (of temperature-scaled logits). The one
+    definition behind exit thresholds, the max-softmax gate and the validation pass."""
+    return torch.softmax(logits / temperature, dim=1).amax(dim=1)
+
+
 def exit_head(channels: int, num_classes: int, hidden: int | None = None, groups: int = 1) -> nn.Module:
     """Small classifier for an intermediate feature map (conv -> pool -> linear).
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from testbed.data import Dataset, load_dataset
 from testbed.errors import TestbedError
+from testbed.models.nets import max_softmax
 from testbed.models.registry import build_model
 
 log = logging.getLogger(__name__)
@@ -269,7 +270,7 @@ def evaluate_exits(model, dataset: Dataset) -> list[dict]:
     rows = []
     for index, (val, test) in enumerate(zip(val_logits, test_logits, strict=True)):
         temperature = fit_temperature(val, y_val)
-        calibrated = F.softmax(test / temperature, 1).max(1).values
+        calibrated = max_softmax(test, temperature)
         rows.append({
             "index": index,
             "after": model.exits[index].after if hasattr(model, "exits") else "final",
@@ -439,13 +440,13 @@ def _appeal_summary(edge, cloud, dataset: Dataset, train: TrainConfig) -> dict:
         edge_logits, q = edge.forward_with_appeal(x)
         cloud_logits = torch.cat([cloud(x[i:i + 256]) for i in range(0, len(x), 256)])
     edge_correct = (edge_logits.argmax(1) == y).numpy()
-    max_softmax = F.softmax(edge_logits, 1).max(1).values
+    softmax_score = max_softmax(edge_logits)
     return {"cloud_model": train.cloud_model, "appeal_cost": train.appeal_cost,
             "cloud_test_accuracy": round(float((cloud_logits.argmax(1) == y).float().mean()), 4),
             "mean_q": round(float(q.mean()), 4),
             # How well each score ranks the inputs the edge gets right above those it gets wrong.
             "auroc_edge_correct": {"q": round(auroc(q.numpy(), edge_correct), 4),
-                                   "max_softmax": round(auroc(max_softmax.numpy(), edge_correct), 4)},
+                                   "max_softmax": round(auroc(softmax_score.numpy(), edge_correct), 4)},
             "tradeoff": appeal_tradeoff(edge_logits, q, cloud_logits, y)}
 
 

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from testbed.models.nets import max_softmax
 from testbed.runtime.energy import EnergyModel
 from testbed.runtime.estimator import NetworkEstimator
 from testbed.runtime.execution import build_profile, run_head, timed_mean_ms
@@ -256,7 +257,7 @@ class DeviceAgent:
             with torch.no_grad():
                 logits, q = model.forward_with_appeal(x)
                 if plan.appeal_score == "max-softmax":
-                    q = torch.softmax(logits, 1).amax(1)
+                    q = max_softmax(logits)
             compute_s = self.device_time_s(model_name, time.monotonic() - t_c0)
             if float(q[0]) >= plan.appeal_threshold:
                 def answer():

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from testbed.models.nets import max_softmax
 from testbed.strategies.base import INPUT, ModelProfile
 
 log = logging.getLogger("testbed.runtime.execution")
@@ -36,7 +36,7 @@ def temperatures(card: dict) -> list[float]:
 
 
 def confidence(logits: torch.Tensor, temperature: float) -> float:
-    return float(F.softmax(logits / temperature, dim=1).max())
+    return float(max_softmax(logits, temperature).max())
 
 
 @torch.no_grad()
@@ -107,12 +107,12 @@ def _validation_outputs(model, card: dict, val_x: np.ndarray, val_y: np.ndarray)
     y = torch.from_numpy(val_y)
     if hasattr(model, "forward_with_appeal"):
         logits, q = model.forward_with_appeal(x)
-        return {"appeal_q": q.numpy(), "edge_confidence": F.softmax(logits, 1).max(1).values.numpy(),
+        return {"appeal_q": q.numpy(), "edge_confidence": max_softmax(logits).numpy(),
                 "edge_correct": (logits.argmax(1) == y).numpy()}
     from testbed.models.train import exit_logits
 
     logits = exit_logits(model, x)
-    confidences = np.stack([F.softmax(lg / t, 1).max(1).values.numpy()
+    confidences = np.stack([max_softmax(lg, t).numpy()
                             for lg, t in zip(logits, temperatures(card), strict=True)], axis=1)
     correct = np.stack([(lg.argmax(1) == y).numpy() for lg in logits], axis=1)
     return {"confidences": confidences, "correct": correct}
