@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -104,7 +105,7 @@ class Sampler(threading.Thread):
         self.peak_pss_kb = self.peak_rss_kb = 0
         self.peak_processes = 0
         self.peak_agents_pss_kb = self.peak_agents = 0
-        self.window: dict[str, float] = {}
+        self.window: dict[str, Any] = {}  # cpu0/cpu1: {pid: CPU s}, busy0/busy1, t0/t1 at the workload's edges
         self.window_thread = threading.Thread(target=self.cpu_window, daemon=True, name="cpu-window")
 
     def start(self) -> None:

@@ -5,8 +5,9 @@
 # Debian's stock kernel in a VM (scripts/vmtest.sh, ~5-6 min under TCG on an idle 2-core machine),
 # when asked (TESTBED_VMTEST=1). Not yet on in CI: of two fresh-clone CI runs with it on (idle machine,
 # TCG), one passed 7/7 and one had two timing failures (jitter, outage + netem) and a segfault of
-# numpy's argsort in the guest (docs/stock-kernel.md). A VM that cannot be set up (no qemu, apt unreachable, no boot) is reported
-# loudly and does not fail the suite; a test that fails inside the VM does.
+# numpy's argsort in the guest (docs/stock-kernel.md). A VM that cannot be set up (no qemu, apt
+# unreachable, no boot) is reported loudly and does not fail the suite; a test that fails inside the
+# VM does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh

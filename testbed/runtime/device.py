@@ -534,8 +534,8 @@ class DeviceAgent:
                 time.sleep(0.0005 if t_start - time.monotonic() < 0.01 else 0.005)
             self.loop_stats["workload_start_s"] = time.monotonic() - self.t0
             self.workload(t_start)
-            if self.cfg.get("workload", "open") == "open" and self.cfg.get("phase_s") is not None:
-                # Staggered fleets: the others' last requests are still computing; this agent's
+            if self.cfg.get("workload", "open") == "open":
+                # Other devices' last requests (a later phase) may still be computing; this agent's
                 # teardown (freeing hundreds of MB) would take their CPU. Leave when the last phase ends.
                 fps = float(self.cfg.get("fps", 5.0))
                 hold = t_start + float(self.cfg["duration_s"]) + 1.0 / fps + 0.05 - time.monotonic()

@@ -40,24 +40,21 @@ class ReleaseScheduling:
 
     def enter(self) -> bool:
         """Wait as real time from now on; False (once logged) when the kernel refuses."""
-        if not self.available:
-            return False
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.priority))
-        except OSError as exc:  # EPERM: not root, or the cpu cgroup has no RT runtime
-            self.available, self.reason = False, f"{exc.strerror or exc}"
-            log.warning("real-time releases unavailable (%s): paced releases wait under the default scheduler",
-                        self.reason)
-            return False
-        return True
+        return self._fifo(self.priority)
 
     def compute(self) -> bool:
         """Compute as real time (below releases) from now on; False when the kernel refuses."""
+        return self._fifo(COMPUTE_PRIORITY)
+
+    def _fifo(self, priority: int) -> bool:
         if not self.available:
             return False
         try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(COMPUTE_PRIORITY))
-        except OSError:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        except OSError as exc:  # EPERM: not root, or the cpu cgroup has no RT runtime
+            self.available, self.reason = False, f"{exc.strerror or exc}"
+            log.warning("real-time scheduling unavailable (%s): paced computes and releases run under the "
+                        "default scheduler", self.reason)
             return False
         return True
 
