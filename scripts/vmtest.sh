@@ -53,6 +53,8 @@ if [ "${1:-}" = "--guest" ]; then
         # numpy's AVX2 (x86-64-v3) kernels run on QEMU's TCG emulation of AVX2: one run segfaulted in
         # np.argsort there (docs/stock-kernel.md); the SSE4.2 baseline kernels are plenty for 1,000 probes
         export NPY_DISABLE_CPU_FEATURES=X86_V3
+        # torch (the OVS session test's models) likewise: ATen's and oneDNN's SSE4.x kernels, not AVX2
+        export ATEN_CPU_CAPABILITY=default DNNL_MAX_CPU_ISA=SSE41
         t0=$(date +%s)
         # pytest's cache goes to the shared read-write folder: a failed timing test is run once more
         # (--last-failed), loudly, since an emulated CPU's scheduling noise can fail one probe window

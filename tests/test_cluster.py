@@ -178,6 +178,13 @@ def test_topology_without_remote_hosts_needs_no_ssh():
     assert set(c.place(topo).values()) == {"a"}  # d sends on the shaped link: stays with the shaping
 
 
+def test_cluster_mode_refuses_an_ovs_topology():
+    topo = load_topology(REPO / "topologies" / "fleet.yaml", params={"n_devices": 2, "switch": "ovs"})
+    c = parse_cluster({"servers": [{"name": "a", "host": "localhost"}, {"name": "b", "host": "127.0.0.1"}]})
+    with pytest.raises(ConfigError, match=r"fleet\.yaml: switch: cluster mode builds Linux bridges"):
+        ClusterEmulation(topo, c)
+
+
 @pytest.mark.root
 def test_fleet_session_split_across_two_servers(loopback_sshd, tmp_path):
     """A fleet session with device2 on the 'remote' server: per-request records from both servers, the

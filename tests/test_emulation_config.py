@@ -61,6 +61,7 @@ def test_per_direction_values_override_link_values():
       "links": {"access": {"ends": ["device", "cloud"]}}}, "links", "host 'edge' has 0 links"),
     ({**minimal(), "hosts": {"device-1": {"role": "device"}}}, "hosts.device-1", "must start with a letter"),
     ({**minimal(bw_mbps="${rate}")}, "links.access.bw_mbps", "unknown parameter ${rate}"),
+    ({**minimal(), "switch": "ovz"}, "switch", "must be one of linuxbridge, ovs; got 'ovz'"),
 ])
 def test_bad_topologies_name_the_key(raw, where, what):
     with pytest.raises(ConfigError) as err:
@@ -166,6 +167,17 @@ def test_loss_without_netem_or_iptables_is_refused():
     with pytest.raises(CapabilityError, match="loss asked for"):
         Emulation(topo, caps=_caps(netem=False, iptables_statistic=False))
     Emulation(topo, caps=_caps(netem=False))  # the iptables fallback is enough
+
+
+def test_switch_kind_comes_from_the_topology_and_ovs_needs_open_vswitch():
+    assert parse_topology(minimal()).switch == "linuxbridge"
+    fleet = load_topology(TOPOLOGIES / "fleet.yaml", params={"n_devices": 2, "switch": "ovs"})
+    assert fleet.switch == "ovs"
+    assert Emulation(fleet, caps=_caps(ovs=True)).switch == "ovs"
+    assert Emulation(fleet, caps=_caps(ovs=True), switch="linuxbridge").switch == "linuxbridge"  # caller's choice wins
+    with pytest.raises(CapabilityError, match=r"fleet\.yaml: switch: ovs .*openvswitch kernel module and a running "
+                                              r"ovs-vswitchd"):
+        Emulation(fleet, caps=_caps(ovs=False))
 
 
 def test_this_kernels_refusals_match_the_probe():

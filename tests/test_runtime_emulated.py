@@ -155,3 +155,18 @@ def test_bad_strategy_and_parameter_are_config_errors(tmp_path):
         run_session(SessionConfig(device_profile={"device": "abacus"}, out_dir=str(tmp_path)))
     with pytest.raises(ConfigError, match="device_cpu.*CPU-share mode.*raspberry_pi4"):
         run_session(SessionConfig(device_cpu={"device": 0.2}, out_dir=str(tmp_path)))
+    with pytest.raises(ConfigError, match="ready_timeout_s: must be a number > 0"):
+        run_session(SessionConfig(ready_timeout_s=0, out_dir=str(tmp_path)))
+
+
+def test_ovs_without_open_vswitch_is_refused_before_any_model_loads(tmp_path):
+    from testbed.emulation import probe
+    from testbed.errors import CapabilityError
+
+    if probe().ovs:
+        pytest.skip("this machine has Open vSwitch (the session runs: tests/test_stock_kernel.py)")
+    cache = tmp_path / "models"
+    with pytest.raises(CapabilityError, match=r"fleet\.yaml: switch: ovs was asked for but Open vSwitch is not"):
+        run_session(SessionConfig(topology="topologies/fleet.yaml", params={"switch": "ovs"}, strategy="cloud-only",
+                                  model_cache_dir=str(cache), out_dir=str(tmp_path / "out")))
+    assert not cache.exists() and not (tmp_path / "out").exists()

@@ -14,6 +14,7 @@ probes and against a baseline measured on the same kernel with netem installed a
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import re
@@ -337,6 +338,42 @@ def test_ovs_topology_carries_traffic(tmp_path):
         src.wait()
     mbps = per_window(json.loads((tmp_path / "sink.json").read_text()), 1.0)
     assert mbps[2:5].mean() > 1.0, mbps
+
+
+@pytest.mark.root
+@pytest.mark.stock_kernel
+@pytest.mark.usefixtures("clean_machine")
+def test_ovs_topology_runs_an_experiment_session(tmp_path):
+    """A whole session over Open vSwitch: two device agents offload every image (real torch models,
+    tensors over ZeroMQ) to the cloud server through an OVS bridge, the fleet topology's ``switch: ovs``."""
+    if not probe().ovs:
+        pytest.skip(f"Open vSwitch is not available on this machine (kernel module and ovs-vswitchd); {LANE}")
+    from testbed.runtime import SessionConfig, run_session, validate_record
+
+    fps, duration = 2.0, 5.0
+    # CPU-share mode with no CPU limit and no server profile: under TCG emulation the compute is ~10-50x
+    # slower than on the host, which a paced profile would flag late on every request; the deadline is
+    # wide for the same reason. What is tested is the path through OVS, not the timing. The agents fork
+    # from one process that imported torch once (two imports run side by side, the server's and theirs).
+    cfg = SessionConfig(topology=str(REPO / "topologies" / "fleet.yaml"),
+                        params={"n_devices": 2, "switch": "ovs", "device_profiles": None, "server_profile": None,
+                                "device_cpu": None, "cloud_cpu": None},
+                        traces={"cell": constant(20, 20, 30)}, model="resnet20-ee", strategy="cloud-only",
+                        fps=fps, duration_s=duration, deadline_s=10.0, out_dir=str(tmp_path / "session"),
+                        model_cache_dir=str(tmp_path / "models"), device_profile="cpu", agent_launch="fork",
+                        ready_timeout_s=600)  # torch's import takes ~50 s per process under TCG
+    result = run_session(cfg)
+    records = [json.loads(line) for line in open(result.records_path)]
+    print({"session_wall_s": round(result.wall_s, 1), "startup_s": result.summary["trace_window"].get("startup_s"),
+           "latency_p50_s": float(np.median([r["latency_s"] for r in records]))})
+    assert result.summary["switch"] == "ovs"
+    assert {r["device"] for r in records} == {"device1", "device2"}
+    assert len(records) == result.n_requests >= 2 * int(fps * duration) - 2, len(records)
+    assert [p for r in records for p in validate_record(r)] == []
+    assert [r["outcome"] for r in records] == ["cloud"] * len(records), collections.Counter(r["outcome"] for r in records)
+    assert all(r["bytes_up"] > 0 and r["bytes_down"] > 0 for r in records)
+    # the shipped digits checkpoint is ~95 % accurate; a broken path (wrong tensors) would be ~10 %
+    assert sum(r["correct"] for r in records) >= 0.7 * len(records)
 
 
 @netem

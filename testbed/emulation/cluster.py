@@ -323,6 +323,10 @@ class ClusterEmulation(Emulation):
     """An :class:`Emulation` whose hosts are placed across the servers of a :class:`ClusterConfig`."""
 
     def __init__(self, topology: Topology, cluster: ClusterConfig, **kwargs):
+        if (kwargs.get("switch") or topology.switch) == "ovs":
+            # the tunnels attach to Linux bridges on every server (Mininet's cluster mode does the same)
+            raise ConfigError(f"{topology.source}: switch", "cluster mode builds Linux bridges; switch: ovs runs on "
+                              "one machine only (drop the cluster file or use switch: linuxbridge)")
         super().__init__(topology, **kwargs)
         self.cluster = cluster
         extra = {k for k in self.traces} | {(f.link, d) for f in self.faults for d in f.directions()}

@@ -37,7 +37,7 @@ from typing import Any
 from testbed.emulation import capabilities, cleanup, schedule, shaping
 from testbed.emulation.faults import Fault, parse_fault
 from testbed.emulation.replay import Replayer
-from testbed.emulation.topology import Topology, load_topology
+from testbed.emulation.topology import SWITCH_KINDS, Topology, load_topology
 from testbed.errors import CapabilityError, ConfigError, TestbedError
 
 log = logging.getLogger(__name__)
@@ -106,15 +106,15 @@ class Emulation:
 
     def __init__(self, topology: Topology, traces: dict[str, Any] | None = None,
                  faults: list[Fault | dict] | None = None, log_dir: str | Path | None = None,
-                 granularity: float = 0.1, switch: str = "linuxbridge", horizon: float = 3600.0,
+                 granularity: float = 0.1, switch: str | None = None, horizon: float = 3600.0,
                  caps: capabilities.Capabilities | None = None, hold_clock: bool = False):
         if not (0.01 <= granularity <= 60):
             raise ConfigError("granularity", f"replay granularity must be within 0.01..60 s, got {granularity}")
-        if switch not in ("linuxbridge", "ovs"):
-            raise ConfigError("switch", f"must be 'linuxbridge' or 'ovs', got {switch!r}")
+        if switch is not None and switch not in SWITCH_KINDS:
+            raise ConfigError("switch", f"must be one of {', '.join(SWITCH_KINDS)}; got {switch!r}")
         self.topology = topology
         self.granularity = granularity
-        self.switch = switch
+        self.switch = switch or topology.switch  # None: the topology's ``switch:`` (default linuxbridge)
         self.horizon = horizon
         self.log_dir = Path(log_dir) if log_dir else None
         self.caps = caps or capabilities.probe()
@@ -174,7 +174,8 @@ class Emulation:
         if missing:
             raise CapabilityError(f"cannot emulate here: missing {', '.join(missing)} (see 'testbed doctor')")
         if self.switch == "ovs" and not c.ovs:
-            raise CapabilityError("switch: ovs was asked for but Open vSwitch is not available here")
+            raise CapabilityError(f"{self.topology.source}: switch: ovs was asked for but Open vSwitch is not available "
+                                  "here (it needs the openvswitch kernel module and a running ovs-vswitchd; see 'testbed doctor')")
         if not c.linux_bridge and self.topology.switches and self.switch == "linuxbridge":
             raise CapabilityError("this kernel cannot create Linux bridges")
         for lname, link in self.topology.links.items():

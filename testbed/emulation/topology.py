@@ -30,7 +30,10 @@ HOST_KEYS = ("role", "cpu", "count", "device")
 # group may give a list, cycled over its hosts); ``workers``: parallel workers of a server profile;
 # ``cpu``: CPU-share mode, cores (same as host.cpu).
 HOST_DEVICE_KEYS = ("profile", "workers", "cpu")
-TOP_KEYS = ("name", "description", "params", "hosts", "switches", "links")
+TOP_KEYS = ("name", "description", "params", "switch", "hosts", "switches", "links")
+# What Mininet builds the switches with: Linux bridges (every kernel) or Open vSwitch (users' kernels
+# with the openvswitch module and ovs-vswitchd; refused where absent).
+SWITCH_KINDS = ("linuxbridge", "ovs")
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,9}$")
 PARAM_RE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 DEFAULT_QUEUE_PACKETS = 200
@@ -86,6 +89,7 @@ class Topology:
     links: dict[str, LinkSpec]
     source: str = "<dict>"
     params: dict[str, Any] = field(default_factory=dict)
+    switch: str = "linuxbridge"  # one of SWITCH_KINDS
 
     def hosts_with_role(self, role: str) -> list[str]:
         return [h.name for h in self.hosts.values() if h.role == role]
@@ -117,6 +121,9 @@ def parse_topology(raw: Any, source: str = "<dict>", params: dict[str, Any] | No
     raw = _substitute(copy.deepcopy(raw), merged, v, "")
 
     name = raw.get("name") or Path(source).stem
+    switch = raw.get("switch", "linuxbridge")
+    if switch not in SWITCH_KINDS:
+        raise ConfigError(f"{source}: switch", f"must be one of {', '.join(SWITCH_KINDS)}; got {switch!r}")
     hosts: dict[str, HostSpec] = {}
     counts: dict[str, int] = {}
     for hname, hraw in v.mapping(raw.get("hosts"), "hosts", required=True).items():
@@ -204,7 +211,7 @@ def parse_topology(raw: Any, source: str = "<dict>", params: dict[str, Any] | No
             raise ConfigError(f"{source}: links", f"host {h!r} has {degree.get(h, 0)} links; each host needs "
                               "exactly one (connect hosts through switches)")
     return Topology(name=name, description=str(raw.get("description") or ""), hosts=hosts,
-                    switches=tuple(switches), links=links, source=source, params=merged)
+                    switches=tuple(switches), links=links, source=source, params=merged, switch=switch)
 
 
 def known_profiles() -> list[str]:

@@ -376,7 +376,8 @@ LAUNCH_MODES = ("auto", "fork", "process")
 FORK_FROM_DEVICES = 4  # "auto": fleets this large share one zygote; smaller ones start a process each
 
 
-def launcher_for(mode: str, n_devices: int, log_path: str | Path | None = None) -> AgentLauncher | None:
+def launcher_for(mode: str, n_devices: int, log_path: str | Path | None = None,
+                 timeout: float = READY_TIMEOUT_S) -> AgentLauncher | None:
     """A started launcher when ``mode`` (``SessionConfig.agent_launch``) asks to fork agents, else None."""
     if mode not in LAUNCH_MODES:
         from testbed.errors import ConfigError
@@ -384,7 +385,7 @@ def launcher_for(mode: str, n_devices: int, log_path: str | Path | None = None) 
         raise ConfigError("agent_launch", f"must be one of {', '.join(LAUNCH_MODES)}, got {mode!r}")
     if mode == "process" or (mode == "auto" and n_devices < FORK_FROM_DEVICES):
         return None
-    return AgentLauncher(log_path=log_path).start()
+    return AgentLauncher(log_path=log_path).start(timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

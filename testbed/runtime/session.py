@@ -91,6 +91,9 @@ class SessionConfig:
     # Extra seconds a device agent waits before it reports ready, emulating a slow loader (a real
     # board reading models from an SD card). The trace clock waits for it like for any start-up.
     device_load_delay_s: float | dict = 0.0
+    # How long the device agents and the server may take to start (import torch, load the models) before
+    # the session gives up. An emulated CPU needs more: torch's import alone takes ~50 s in a TCG VM.
+    ready_timeout_s: float = READY_TIMEOUT_S
 
 
 @dataclass
@@ -261,7 +264,7 @@ def run_session(cfg: SessionConfig) -> SessionResult:
     wall0 = time.monotonic()
     strategy = get_strategy(cfg.strategy, cfg.strategy_params)
     for key, value, low in (("fps", cfg.fps, 0.0), ("duration_s", cfg.duration_s, 0.0),
-                            ("deadline_s", cfg.deadline_s, 0.0)):
+                            ("deadline_s", cfg.deadline_s, 0.0), ("ready_timeout_s", cfg.ready_timeout_s, 0.0)):
         if not isinstance(value, (int, float)) or value <= low:
             raise ConfigError(key, f"must be a number > {low:g}, got {value!r}")
     if cfg.workload not in ("open", "closed"):
@@ -284,6 +287,11 @@ def run_session(cfg: SessionConfig) -> SessionResult:
         raise ConfigError("device_cpu", f"CPU shares apply in CPU-share mode, but {', '.join(paced_with_cpu)} "
                           f"compute like a profile ({', '.join(profiles[n] for n in paced_with_cpu)}); set "
                           "device_profile to 'cpu' (or {device: 'cpu'}) to use shares")
+    out = Path(cfg.out_dir).resolve()
+    # Built only on entry; constructing it checks the kernel's capabilities (netem, OVS), the traces and
+    # the faults first, before any model is loaded or trained.
+    emulation = Emulation(topology, traces=dict(cfg.traces or {}), faults=list(cfg.faults or []), log_dir=out,
+                          hold_clock=True) if not cfg.cluster else _cluster_emulation(cfg, topology, out)
     wanted = strategy.models(cfg.model)
     epochs = {v: strategy.p["variant_epochs"] for v in wanted["device"]} if "variant_epochs" in strategy.p else {}
     data_root = str(Path(cfg.data_root).resolve()) if cfg.data_root else None  # one cache key, any cwd
@@ -298,7 +306,6 @@ def run_session(cfg: SessionConfig) -> SessionResult:
         shape = read_card(next(iter(device_models.values())))["dataset"]["input_shape"]
         proxy_ms = _proxy_latencies(list(device_models), shape)
 
-    out = Path(cfg.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     for stale in list(out.glob("*.ready")) + list(out.glob("go.json")) + list(out.glob("records*.jsonl")):
         stale.unlink()
@@ -307,8 +314,6 @@ def run_session(cfg: SessionConfig) -> SessionResult:
     logs = []
     launcher = None  # the agents' fork-server, for fleets (testbed.runtime.launcher)
     trace_window: dict[str, Any] = {}
-    emulation = Emulation(topology, traces=dict(cfg.traces or {}), faults=list(cfg.faults or []), log_dir=out,
-                          hold_clock=True) if not cfg.cluster else _cluster_emulation(cfg, topology, out)
     with emulation as emu:
         built = time.monotonic()
         cloud = emu.host(cloud_name)
@@ -338,7 +343,7 @@ def run_session(cfg: SessionConfig) -> SessionResult:
                                              stdout=log_file, stderr=log_file)
             ready = [out / "cloud.ready"] if cloud_models else []
             load_delay = cfg.device_load_delay_s
-            launcher = launcher_for(cfg.agent_launch, len(devices), out / "launcher.log")
+            launcher = launcher_for(cfg.agent_launch, len(devices), out / "launcher.log", cfg.ready_timeout_s)
             for index, name in enumerate(devices):
                 session = {
                     "device": name, "endpoint": f"tcp://{cloud.IP()}:{CLOUD_PORT}",
@@ -369,7 +374,7 @@ def run_session(cfg: SessionConfig) -> SessionResult:
                     [python, "-m", "testbed.runtime.device", "--config", str(out / f"session-{name}.json")],
                     stdout=log_file, stderr=log_file)
                 ready.append(out / f"{name}.ready")
-            _wait_for(ready, procs, READY_TIMEOUT_S, "all processes to be ready")
+            _wait_for(ready, procs, cfg.ready_timeout_s, "all processes to be ready (SessionConfig.ready_timeout_s)")
             for name in devices:
                 tasks = getattr(emu.host(name), "cgroup_tasks", None)
                 if tasks and profiles[name] is None:
@@ -433,6 +438,7 @@ def run_session(cfg: SessionConfig) -> SessionResult:
     summary["device_cpu"] = cpu_of
     summary["device_cpu_period_ms"] = cfg.device_cpu_period_ms
     summary["device_cpu_limit"] = cpu_limits
+    summary["switch"] = emu.switch  # linuxbridge or ovs (the topology's ``switch:``)
     starts, realtime = {}, {}
     for name in devices:
         loop_path = out / f"records-{name}.jsonl.loop.json"
