@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 status=0
-.venv/bin/python -m pytest -ra "$@" || status=$?
+.venv/bin/python -m pytest -ra --durations=25 "$@" || status=$?
 vmtest=${TESTBED_VMTEST:-}
 if [ -z "$vmtest" ] && [ "${CI:-}" = "true" ] && [ "$#" -eq 0 ]; then
     vmtest=1
