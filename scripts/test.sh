@@ -2,7 +2,7 @@
 # The whole test suite (unit + integration on real Mininet networks), as root.
 # Installs what it needs first. Extra arguments go to pytest.
 # Then the stock-kernel lane: the tests marked stock_kernel (netem, Open vSwitch, an experiment session
-# over OVS, RTT replay) under Debian's stock kernel in a VM (scripts/vmtest.sh, ~8-9 min under TCG on
+# over OVS, RTT replay) under Debian's stock kernel in a VM (scripts/vmtest.sh, ~7-8 min under TCG on
 # an idle 2-core machine): in CI (CI=true, no extra pytest arguments) and wherever TESTBED_VMTEST=1;
 # TESTBED_VMTEST=0 turns it off. A machine whose own kernel has netem and OVS (a user's Debian/Ubuntu)
 # runs those tests in the host suite already. A VM that cannot be set up (no qemu, apt unreachable, no

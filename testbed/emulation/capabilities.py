@@ -48,7 +48,9 @@ class Capabilities:
              "NOT available: delay/jitter requests are refused; loss falls back to iptables"),
             ("iptables statistic", c.iptables_statistic, "random loss without netem"),
             ("Linux bridge", c.linux_bridge, "switches (default)"),
-            ("Open vSwitch", c.ovs, "switches (optional, switch: ovs)"),
+            ("Open vSwitch", c.ovs, "switches (optional: a topology's switch: ovs)" if c.ovs else
+             "NOT available: a topology with switch: ovs is refused (needs the openvswitch module and "
+             "ovs-vswitchd)"),
             ("cgroup cpu", bool(c.cgroup_cpu), f"per-host CPU limits ({c.cgroup_cpu})" if c.cgroup_cpu
              else "NOT available: host cpu shares are refused"),
             ("ethtool", c.ethtool, "turn off segmentation offloads on shaped links (exact shaping)"),
