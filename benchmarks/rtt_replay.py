@@ -67,18 +67,10 @@ def run(trace: Trace, duration: float, out: Path) -> dict:
     base = fidelity.calibration_baseline(up, down, sent, rtts)
     fid = fidelity.rtt_fidelity(up, down, sent, rtts, base, warmup=1.6)
     s = fid.summary()
-    # where the largest per-step errors are (an explanation for a long tail): step start, error, the
-    # probes of that step (send time, measured RTT, expected RTT)
-    worst = np.argsort(-np.abs(fid.step_errors_ms))[:3]
-    expected = fidelity.expected_rtts_ms(up, down, np.sort(sent))
-    order = np.argsort(sent)
-    for i in worst:
-        t = fid.step_starts[i]
-        keep = (sent[order] >= t) & (sent[order] < t + 0.1)
-        probes = [f"{a:.3f}s {m:.1f}/{e:.1f}ms" for a, m, e in zip(sent[order][keep][:4], rtts[order][keep][:4],
-                                                                 expected[keep][:4])]
-        print(f"{out.name}: step {t:.1f} s error {fid.step_errors_ms[i]:+.1f} ms, {int(keep.sum())} probes: "
-              f"{', '.join(probes)}")
+    for start, error, rows in fid.worst_steps(3):  # where the largest per-step errors are (a long tail)
+        probes = ", ".join(f"{a:.3f}s {m:.1f}/{e:.1f}ms" for a, m, e in rows[:4])
+        print(f"{out.name}: step {start:.1f} s error {error:+.1f} ms, {len(rows)} probes (sent, measured/expected): "
+              f"{probes}")
     lags = fidelity.read_lags(out / "replay.csv")
     lags = lags[lags >= 0]
     s["lag_median_ms"] = float(np.median(lags)) if len(lags) else float("nan")

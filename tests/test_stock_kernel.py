@@ -148,6 +148,25 @@ def test_library_rtt_trace_has_varying_rtt():
     assert "PINGAVG" in trace.meta["derived"] and "MMSys 2020" in trace.meta["citation"]
 
 
+def test_rtt_fidelity_per_step_errors_and_worst_steps():
+    from testbed.emulation.schedule import Step
+
+    # 10 ms each way until 1 s, then 30 ms; probes every 10 ms for 2 s; the kernel adds 0.5 ms, and the
+    # probes of the step from 1.5 s measure 4 ms too much
+    up = down = [Step(0.0, 1e6, "open", 0.0, 1e6, 10.0), Step(1.0, 1e6, "open", 0.0, 1e6, 30.0)]
+    sent = np.arange(200) * 0.01 + 0.001
+    expected = fidelity.expected_rtts_ms(up, down, sent)  # (in send order: netem keeps each direction's order)
+    assert expected[sent < 0.9] == pytest.approx(20.0) and expected[sent > 1.0] == pytest.approx(60.0)
+    measured = expected + 0.5 + 4.0 * ((sent >= 1.5) & (sent < 1.6))
+    shuffle = np.random.default_rng(1).permutation(len(sent))  # ping's replies need not come in order
+    fid = fidelity.rtt_fidelity(up, down, sent[shuffle], measured[shuffle], baseline_ms=0.5, warmup=0.5)
+    assert fid.probes == 200 and list(fid.sent_s) == sorted(sent)
+    assert fid.summary()["steps"] == 15 and fid.summary()["median_abs_error_ms"] == pytest.approx(0.0, abs=1e-9)
+    (start, error, rows), *_ = fid.worst_steps(3)
+    assert (start, error) == (pytest.approx(1.5), pytest.approx(4.0)) and len(rows) == 10
+    assert rows[:, 1] - rows[:, 2] == pytest.approx(4.5)  # measured - expected: the error plus the kernel's own
+
+
 # ---------------------------------------------------------------- needs netem (stock-kernel lane)
 
 

@@ -241,12 +241,20 @@ def ping_probe(emu: Emulation, src: str, dst: str, duration: float, interval: fl
 
 @dataclass
 class RttFidelity:
-    """Per-step medians of measured - expected RTT (ms), the kernel's own latency taken out."""
+    """Per-step medians of measured - expected RTT (ms), the kernel's own latency taken out, and the
+    probes behind them (in send order)."""
 
     step_starts: np.ndarray
     step_errors_ms: np.ndarray  # median over the probes sent in each step
-    probes: int
     baseline_ms: float
+    granularity: float
+    sent_s: np.ndarray  # each probe's send time on the replay clock
+    rtts_ms: np.ndarray  # what it measured
+    expected_ms: np.ndarray  # what the timeline says it should have (without the kernel's own latency)
+
+    @property
+    def probes(self) -> int:
+        return int(len(self.sent_s))
 
     def summary(self) -> dict:
         err = np.abs(self.step_errors_ms)
@@ -254,13 +262,25 @@ class RttFidelity:
                 "median_abs_error_ms": float(np.median(err)) if len(err) else float("nan"),
                 "p95_abs_error_ms": float(np.percentile(err, 95)) if len(err) else float("nan")}
 
+    def worst_steps(self, n: int = 3) -> list[tuple[float, float, np.ndarray]]:
+        """The ``n`` steps with the largest |error|: (start s, error ms, their probes as rows of send time
+        s, measured ms, expected ms), to explain a long tail."""
+        out = []
+        for i in np.argsort(-np.abs(self.step_errors_ms))[:n]:
+            start = float(self.step_starts[i])
+            keep = (self.sent_s >= start) & (self.sent_s < start + self.granularity)
+            rows = np.column_stack((self.sent_s[keep], self.rtts_ms[keep], self.expected_ms[keep]))
+            out.append((start, float(self.step_errors_ms[i]), rows))
+        return out
+
 
 def rtt_fidelity(up: list[Step], down: list[Step], sent_s: np.ndarray, rtts_ms: np.ndarray, baseline_ms: float,
                  granularity: float = 0.1, warmup: float = 0.5) -> RttFidelity:
     """Compare every probe with :func:`expected_rtts_ms` and summarise per replay step."""
     order = np.argsort(sent_s)
     sent_s, rtts_ms = sent_s[order], rtts_ms[order]
-    error = rtts_ms - baseline_ms - expected_rtts_ms(up, down, sent_s)
+    expected = expected_rtts_ms(up, down, sent_s)
+    error = rtts_ms - baseline_ms - expected
     steps = np.floor(sent_s / granularity).astype(int)
     starts, errors = [], []
     for k in np.unique(steps):
@@ -268,7 +288,7 @@ def rtt_fidelity(up: list[Step], down: list[Step], sent_s: np.ndarray, rtts_ms: 
             continue
         starts.append(k * granularity)
         errors.append(float(np.median(error[steps == k])))
-    return RttFidelity(np.array(starts), np.array(errors), int(len(sent_s)), baseline_ms)
+    return RttFidelity(np.array(starts), np.array(errors), baseline_ms, granularity, sent_s, rtts_ms, expected)
 
 
 def rtt_walk(duration: float = 10.0, step: float = 0.1, seed: int = 13, rate_mbps: float = 50.0):
