@@ -321,7 +321,12 @@ def test_outage_gate_holds_packets_behind_netem_delay(tmp_path, tcp_capacity_mbp
     rate = 6 * within_capacity(6, tcp_capacity_mbps)
     with Emulation(topo, traces={"access": constant(rate, 50, 10)}, faults=faults, log_dir=tmp_path,
                    hold_clock=True) as emu:
-        result = fidelity.run_flow(emu, "down", 10, tmp_path)
+        # a 64 KiB send buffer keeps the link busy without ever overflowing its 200-packet queue: no loss
+        # can withhold what is behind it from the sink. Without it, CUBIC overflowed the queue (400 ms at
+        # 6 Mbit/s); the receiver then got nothing until the retransmission had crossed it, then all at
+        # once (in the VM: 0 bytes for 300 ms, then 24.5 Mbit/s), and one such loss late in second 9 left
+        # that second at 4.8 of 6 Mbit/s (CI run 14) while the link never idled
+        result = fidelity.run_flow(emu, "down", 10, tmp_path, send_buffer=fidelity.LOSSLESS_SEND_BUFFER)
     per_100ms = per_window(result, 0.1) * 0.1 / 8 * 1e6
     # what was in the 10 ms delay line when the gate closed may still arrive in the first bins
     assert per_100ms[43:65].sum() <= 1514, per_100ms[38:70]

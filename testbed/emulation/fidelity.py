@@ -22,6 +22,10 @@ from testbed.emulation.schedule import OPEN, Step
 
 WIRE_PER_PAYLOAD = 1514 / 1448
 SINK_PORT = 5001
+# SO_SNDBUF for a flow that must not lose a segment on a 200-packet queue: Linux doubles it and counts
+# skb overhead, which leaves well under 200 full-size segments in flight (measured: no overflow loss
+# on a 6 Mbit/s link with 10 ms each way, where an uncapped CUBIC flow overflows it every few seconds)
+LOSSLESS_SEND_BUFFER = 64 * 1024
 
 
 @dataclass
@@ -88,8 +92,12 @@ def read_lags(replay_csv: Path) -> np.ndarray:
 FLOWPROBE = str(Path(__file__).with_name("flowprobe.py"))  # run as a script: no package imports, fast start
 
 
-def run_flow(emu: Emulation, direction: str, duration: float, out_dir: Path, link: str = "access") -> dict:
+def run_flow(emu: Emulation, direction: str, duration: float, out_dir: Path, link: str = "access",
+             send_buffer: int | None = None) -> dict:
     """Backlogged TCP over ``link`` in ``direction`` from t≈0 to ``duration``; returns the sink's record.
+
+    ``send_buffer`` (bytes) caps what the flow keeps in flight; below the link's queue no segment is
+    lost, so per-window bytes measure the link without TCP's loss recovery (see ``flowprobe.source``).
 
     With an emulation built with ``hold_clock=True``, the probes are started first and the replay
     clock once they are up (a slow CPU, e.g. the stock-kernel VM's emulated one, may need seconds to
@@ -113,7 +121,8 @@ def run_flow(emu: Emulation, direction: str, duration: float, out_dir: Path, lin
         time.sleep(0.2)
     # with a held clock the source starts alongside the sink (it retries its connect), so both run by t0
     source = src_host.popen([py, FLOWPROBE, "source", "--host", dst_host.IP(), "--port", str(SINK_PORT),
-                             "--duration", str(t0 + duration - time.monotonic())])
+                             "--duration", str(t0 + duration - time.monotonic())]
+                            + (["--send-buffer", str(int(send_buffer))] if send_buffer else []))
     if held:
         ready = sink.stdout.readline().decode().strip()
         if ready != "ready" or time.monotonic() > t0:
@@ -145,10 +154,12 @@ def one_direction(trace, direction: str, other_mbps: float = 1000.0):
 
 def measure(topology: str | Path, trace, direction: str = "down", duration: float | None = None,
             faults=(), granularity: float = 0.1, window: float = 1.0, out_dir: str | Path = "/tmp/tb-fidelity",
-            params: dict | None = None, link: str = "access", isolate: bool = True) -> Fidelity:
+            params: dict | None = None, link: str = "access", isolate: bool = True,
+            send_buffer: int | None = None) -> Fidelity:
     """Replay ``trace`` on ``link`` and measure a backlogged flow in ``direction``.
 
-    ``isolate`` opens the reverse direction wide (see :func:`one_direction`).
+    ``isolate`` opens the reverse direction wide (see :func:`one_direction`); ``send_buffer`` caps
+    the flow's bytes in flight (see :func:`run_flow`).
     """
     from testbed.emulation.flowprobe import per_window
 
@@ -159,7 +170,7 @@ def measure(topology: str | Path, trace, direction: str = "down", duration: floa
     duration = float(duration or trace.duration)
     with Emulation.from_yaml(topology, traces={link: trace}, faults=list(faults), log_dir=out_dir,
                              granularity=granularity, params=params) as emu:
-        result = run_flow(emu, direction, duration, out_dir, link)
+        result = run_flow(emu, direction, duration, out_dir, link, send_buffer=send_buffer)
         steps = emu.timeline(link, direction)
     achieved = per_window(result, window) * WIRE_PER_PAYLOAD
     expected = expected_per_window(steps, duration, window)

@@ -49,7 +49,14 @@ def sink(port: int, duration: float, out: str, t0: float) -> None:
         json.dump({"t0": t0, "bin_s": BIN_S, "bytes": counts}, f)
 
 
-def source(host: str, port: int, duration: float, congestion: str = "cubic") -> None:
+def source(host: str, port: int, duration: float, congestion: str = "cubic", send_buffer: int | None = None) -> None:
+    """Send as fast as TCP allows for ``duration`` seconds.
+
+    ``send_buffer`` (bytes, SO_SNDBUF) caps what the flow keeps in flight. Below the link's queue it
+    never overflows the queue, so no segment is lost: the receiver's per-window bytes then measure the
+    link alone, without TCP's loss recovery (a lost segment withholds everything behind it from the
+    application until its retransmission has crossed the queue, which shifts bytes between windows).
+    """
     end = time.monotonic() + duration
     chunk = b"\0" * 65536
     for _ in range(100):
@@ -58,6 +65,8 @@ def source(host: str, port: int, duration: float, congestion: str = "cubic") -> 
             # CUBIC by default: loss-based and steady per second, so the link's fidelity is what is measured,
             # not BBR's periodic ProbeRTT dips (Debian's default here is BBR).
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion.encode())
+            if send_buffer:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
             s.settimeout(2)
             s.connect((host, port))
             break
@@ -99,11 +108,13 @@ def main() -> None:
     c.add_argument("--port", type=int, default=5001)
     c.add_argument("--duration", type=float, required=True)
     c.add_argument("--congestion", default="cubic", help="TCP congestion control of the flow")
+    c.add_argument("--send-buffer", type=int, default=None,
+                   help="SO_SNDBUF in bytes: caps what the flow keeps in flight (below the queue: no loss)")
     a = p.parse_args()
     if a.cmd == "sink":
         sink(a.port, a.duration, a.out, a.t0)
     else:
-        source(a.host, a.port, a.duration, a.congestion)
+        source(a.host, a.port, a.duration, a.congestion, a.send_buffer)
 
 
 if __name__ == "__main__":
