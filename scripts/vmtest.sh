@@ -149,15 +149,25 @@ boot() {  # $1: extra vng flag ("" for KVM, --disable-kvm for TCG), $2: boot dea
         --rwdir "$OUT" --exec "bash $REPO/scripts/vmtest.sh --guest $OUT $BENCH ${*:+$(printf '%q ' "$@")}" \
         > "$CONSOLE" 2>&1 < /dev/null &
     local vm=$!
-    # a boot that hangs (KVM here fails on an MSR) must not eat the time budget
-    local deadline=$(( $(date +%s) + boot_timeout ))
+    # a boot that hangs (KVM here fails on an MSR) must not eat the time budget. A kernel that runs
+    # prints "Linux version" right after the boot stub's "Probing EDD" (under TCG on the same line);
+    # the hung KVM boot prints only NUL bytes after it, so under KVM 8 s without it is a hang, not slowness
+    local deadline=$(( $(date +%s) + boot_timeout )) edd_seen=
     while [ ! -f "$OUT/booted" ] && kill -0 $vm 2>/dev/null; do
         if [ "$(date +%s)" -ge "$deadline" ]; then
             echo "vmtest: no boot within $boot_timeout s; stopping this VM"
             kill $vm 2>/dev/null
             break
         fi
-        sleep 2
+        if [ -z "$flag" ] && [ -z "$edd_seen" ] && grep -aq "Probing EDD" "$CONSOLE"; then
+            edd_seen=$(date +%s)
+        fi
+        if [ -n "$edd_seen" ] && [ "$(( $(date +%s) - edd_seen ))" -ge 8 ] && ! grep -aq "Linux version" "$CONSOLE"; then
+            echo "vmtest: the kernel printed nothing 8 s after the boot stub (a hung boot); stopping this VM"
+            kill $vm 2>/dev/null
+            break
+        fi
+        sleep 1
     done
     # the guest's output, as it comes (the shared folder is synchronous)
     if [ -f "$OUT/booted" ]; then
