@@ -6,7 +6,8 @@
 # an idle 2-core machine): in CI (CI=true, no extra pytest arguments) and wherever TESTBED_VMTEST=1;
 # TESTBED_VMTEST=0 turns it off. A machine whose own kernel has netem and OVS (a user's Debian/Ubuntu)
 # runs those tests in the host suite already. A VM that cannot be set up (no qemu, apt unreachable, no
-# boot) is reported loudly and does not fail the suite; a test that fails inside the VM (twice: it is retried once there) does.
+# boot) is reported loudly and does not fail the suite; a test that fails inside the VM (twice: it is
+# retried once there, see docs/stock-kernel.md) does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
